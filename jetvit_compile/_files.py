@@ -1,0 +1,24 @@
+"""Atomic file output: never a half-written file, never an overwritten input."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+class atomic_write:
+    """``with atomic_write(target) as tmp: write(tmp)`` – renamed over ``target`` only on success."""
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = Path(target)
+
+    def __enter__(self) -> str:
+        fd, self.tmp = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".tmp")
+        os.close(fd)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.target)
+        elif os.path.exists(self.tmp):
+            os.unlink(self.tmp)

@@ -1,0 +1,34 @@
+"""Reference attention maths in plain torch: the single source of truth every rewrite is tested against.
+
+Every module takes ``(q, k, v)`` as ``[B, heads, tokens, head_dim]`` and returns the same shape.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..layout import Choice
+from ..sites import AttentionSite
+from .full import FullAttention, full_attention
+from .jetvit import DynamicDepthwiseConv, JetViTAttention
+from .linear import ReLULinearAttention, relu_linear_attention
+from .window import WindowAttention, window_attention
+
+__all__ = [
+    "FullAttention", "WindowAttention", "ReLULinearAttention", "JetViTAttention", "DynamicDepthwiseConv",
+    "full_attention", "window_attention", "relu_linear_attention", "build_attention",
+]
+
+
+def build_attention(choice: Choice, site: AttentionSite, params: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    """The module that computes ``choice`` at ``site``, with learned ``params`` loaded when given."""
+    if choice.kind == "full":
+        module: torch.nn.Module = FullAttention(site.scale)
+    elif choice.kind == "window":
+        module = WindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window)
+    elif choice.variant == "relu":
+        module = ReLULinearAttention()
+    else:
+        module = JetViTAttention(site.num_heads, site.head_dim, site.grid, site.num_prefix_tokens)
+    if params:
+        module.load_state_dict(params)
+    return module

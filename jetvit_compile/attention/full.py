@@ -1,0 +1,19 @@
+"""Full (softmax) attention: the original computation every variant is compared with."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def full_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """``softmax(q kᵀ · scale) v`` over ``[B, H, N, D]`` tensors."""
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+class FullAttention(torch.nn.Module):
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return full_attention(q, k, v, self.scale)

@@ -1,0 +1,196 @@
+"""Layout: one attention choice per site, with the learned parameters of the new blocks.
+
+Forms accepted wherever a layout is asked for (Python API and CLI alike):
+
+* ``"window:14"`` – the same choice for every site;
+* ``"full,window:14,linear:jetvit,..."`` – one choice per site, in site order;
+* ``"window:14;full@5,11"`` – a default, then ``choice@i,j,...`` overrides (``;``-separated);
+* a path to a layout JSON file (schema below) with an optional safetensors file beside it.
+
+JSON: ``{"schema": "jetvit-layout", "version": 1, "fingerprint": "arch-…", "choices": [...],
+"params": "name.safetensors" | null}``. Parameter names are ``site{i}.{param}``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from ._files import atomic_write
+from .errors import UsageError
+
+SCHEMA = "jetvit-layout"
+VERSION = 1
+LINEAR_VARIANTS = ("relu", "jetvit")
+_CHOICE_HELP = "full, window:<size> (e.g. window:14), linear:relu or linear:jetvit"
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """What one site becomes: ``full``, ``window`` (with a size) or ``linear`` (with a variant)."""
+
+    kind: str
+    window: int | None = None
+    variant: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "window":
+            return f"window:{self.window}"
+        if self.kind == "linear":
+            return f"linear:{self.variant}"
+        return "full"
+
+
+FULL = Choice("full")
+
+
+def parse_choice(text: str) -> Choice:
+    t = text.strip().lower()
+    if t == "full":
+        return FULL
+    m = re.fullmatch(r"window:(\d+)", t)
+    if m:
+        size = int(m.group(1))
+        if size < 1:
+            raise UsageError(f"window size must be at least 1, got {text!r}")
+        return Choice("window", window=size)
+    m = re.fullmatch(r"linear:(\w+)", t)
+    if m and m.group(1) in LINEAR_VARIANTS:
+        return Choice("linear", variant=m.group(1))
+    raise UsageError(f"unknown attention choice {text!r}; use one of: {_CHOICE_HELP}")
+
+
+@dataclasses.dataclass
+class Layout:
+    """A per-site plan. ``choices`` is fixed-length; ``default``/``overrides`` adapt to any site count."""
+
+    choices: list[Choice] | None = None
+    default: Choice | None = None
+    overrides: dict[int, Choice] = dataclasses.field(default_factory=dict)
+    fingerprint: str | None = None
+    params: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def parse(cls, text: str) -> "Layout":
+        """Parse the inline form (see module doc)."""
+        text = text.strip()
+        if not text:
+            raise UsageError(f"empty layout; give a choice such as {_CHOICE_HELP}, or a layout JSON file")
+        head, *groups = [g.strip() for g in text.split(";")]
+        items = [parse_choice(t) for t in head.split(",")]
+        overrides: dict[int, Choice] = {}
+        for g in groups:
+            m = re.fullmatch(r"([^@]+)@([\d,\s]+)", g)
+            if not m:
+                raise UsageError(f"cannot read layout override {g!r}; write it as choice@i,j (e.g. full@5,11)")
+            choice = parse_choice(m.group(1))
+            for i in m.group(2).split(","):
+                if i.strip():
+                    overrides[int(i)] = choice
+        if len(items) == 1:
+            return cls(default=items[0], overrides=overrides)
+        if overrides:
+            raise UsageError("overrides (choice@i) go with a single default choice, not with a per-site list")
+        return cls(choices=items)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Layout":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UsageError(f"layout file {path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UsageError(f"layout file {path} is not valid JSON ({e}); write it with Layout.save") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise UsageError(f"{path} is not a jetvit layout (missing \"schema\": \"{SCHEMA}\")")
+        if data.get("version") != VERSION:
+            raise UsageError(f"{path} has layout version {data.get('version')}; this jetvit-compile reads {VERSION}")
+        params: dict[str, torch.Tensor] = {}
+        if data.get("params"):
+            ppath = path.parent / data["params"]
+            if ppath.resolve().parent != path.resolve().parent:
+                raise UsageError(f"{path}: parameter file must sit beside the layout, got {data['params']!r}")
+            try:
+                from safetensors.torch import load_file
+
+                params = load_file(str(ppath))
+            except FileNotFoundError:
+                raise UsageError(f"{path} names parameters {ppath.name}, which does not exist") from None
+        return cls(
+            choices=[parse_choice(c) for c in data["choices"]],
+            fingerprint=data.get("fingerprint"),
+            params=params,
+        )
+
+    @classmethod
+    def coerce(cls, layout: "Layout | str | os.PathLike") -> "Layout":
+        """A Layout from a Layout, an inline string, or a path to a JSON file."""
+        if isinstance(layout, Layout):
+            return layout
+        text = os.fspath(layout)
+        if text.endswith(".json") or os.path.sep in text:
+            return cls.load(text)
+        return cls.parse(text)
+
+    # -- use ----------------------------------------------------------------------------------------
+    def resolve(self, num_sites: int, fingerprint: str | None = None) -> list[Choice]:
+        """One choice per site, checked against the model's site count and fingerprint."""
+        if fingerprint and self.fingerprint and fingerprint != self.fingerprint:
+            raise UsageError(
+                f"layout was made for another model (fingerprint {self.fingerprint}, this model {fingerprint}); "
+                "search or write a layout for this model"
+            )
+        if self.choices is not None:
+            if len(self.choices) != num_sites:
+                raise UsageError(
+                    f"layout has {len(self.choices)} choices but the model has {num_sites} attention sites; "
+                    f"give {num_sites} comma-separated choices or a single choice for all sites"
+                )
+            return list(self.choices)
+        bad = sorted(i for i in self.overrides if not 0 <= i < num_sites)
+        if bad:
+            raise UsageError(f"layout overrides sites {bad}, but the model has sites 0..{num_sites - 1}")
+        return [self.overrides.get(i, self.default or FULL) for i in range(num_sites)]
+
+    def site_params(self, index: int) -> dict[str, torch.Tensor]:
+        prefix = f"site{index}."
+        return {k[len(prefix):]: v for k, v in self.params.items() if k.startswith(prefix)}
+
+    def save(self, path: str | os.PathLike, num_sites: int | None = None) -> Path:
+        """Write the JSON (and ``<stem>.safetensors`` when there are parameters), atomically."""
+        path = Path(path)
+        choices = self.choices if self.choices is not None else self.resolve(num_sites or 0)
+        if self.choices is None and num_sites is None:
+            raise UsageError("saving an inline layout needs num_sites to expand it")
+        pname = None
+        if self.params:
+            from safetensors.torch import save_file
+
+            pname = path.stem + ".safetensors"
+            with atomic_write(path.parent / pname) as tmp:
+                save_file({k: v.contiguous() for k, v in self.params.items()}, tmp)
+        doc = {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "fingerprint": self.fingerprint,
+            "choices": [str(c) for c in choices],
+            "params": pname,
+        }
+        with atomic_write(path) as tmp:
+            Path(tmp).write_text(json.dumps(doc, indent=2) + "\n")
+        return path
+
+    def __str__(self) -> str:
+        if self.choices is not None:
+            return ",".join(map(str, self.choices))
+        groups: dict[Choice, list[int]] = {}
+        for i, c in sorted(self.overrides.items()):
+            groups.setdefault(c, []).append(i)
+        return ";".join([str(self.default or FULL)] + [f"{c}@{','.join(map(str, ix))}" for c, ix in groups.items()])

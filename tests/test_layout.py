@@ -1,0 +1,72 @@
+import json
+
+import pytest
+import torch
+
+from jetvit_compile.errors import UsageError
+from jetvit_compile.layout import FULL, Choice, Layout, parse_choice
+from jetvit_compile.sites import AttentionSite, architecture_fingerprint
+
+
+def test_inline_forms():
+    assert [str(c) for c in Layout.parse("window:14").resolve(3)] == ["window:14"] * 3
+    assert [str(c) for c in Layout.parse("window:14;full@0,2").resolve(3)] == ["full", "window:14", "full"]
+    assert [str(c) for c in Layout.parse("full, linear:jetvit ,linear:relu").resolve(3)] == [
+        "full", "linear:jetvit", "linear:relu"]
+    assert str(Layout.parse("linear:jetvit;full@5,11")) == "linear:jetvit;full@5,11"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "empty layout"), ("window:0", "at least 1"), ("window", "unknown attention choice"),
+    ("full;window:3", "choice@i,j"), ("full,window:3;full@1", "single default"),
+])
+def test_parse_errors(text, message):
+    with pytest.raises(UsageError, match=message):
+        Layout.parse(text)
+
+
+def test_json_and_safetensors_round_trip(tmp_path):
+    params = {"site1.conv.kernel_mlp.0.weight": torch.randn(4, 3)}
+    layout = Layout(choices=[FULL, parse_choice("linear:jetvit")], fingerprint="arch-x", params=params)
+    path = layout.save(tmp_path / "layout.json")
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "jetvit-layout" and doc["version"] == 1 and doc["params"] == "layout.safetensors"
+    back = Layout.coerce(str(path))
+    assert back.choices == layout.choices and back.fingerprint == "arch-x"
+    assert torch.equal(back.site_params(1)["conv.kernel_mlp.0.weight"], params["site1.conv.kernel_mlp.0.weight"])
+    assert back.site_params(0) == {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layout.json", "layout.safetensors"], "no temp files left"
+
+
+def test_fingerprint_mismatch_is_refused():
+    with pytest.raises(UsageError, match="made for another model"):
+        Layout(choices=[FULL], fingerprint="arch-a").resolve(1, "arch-b")
+
+
+def test_fingerprint_ignores_resolution_but_not_architecture():
+    def site(tokens, grid, heads=6):
+        return AttentionSite(0, "n", "sdpa", heads, 64, tokens, 1, grid, 0.125)
+    assert architecture_fingerprint([site(257, (16, 16))]) == architecture_fingerprint([site(1370, (37, 37))])
+    assert architecture_fingerprint([site(257, (16, 16))]) != architecture_fingerprint([site(257, (16, 16), 12)])
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "not valid JSON"), ('{"choices": []}', "not a jetvit layout"),
+    ('{"schema": "jetvit-layout", "version": 9, "choices": []}', "version 9"),
+])
+def test_bad_layout_files(tmp_path, content, message):
+    p = tmp_path / "l.json"
+    p.write_text(content)
+    with pytest.raises(UsageError, match=message):
+        Layout.load(p)
+
+
+def test_missing_layout_file(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        Layout.coerce(str(tmp_path / "nope.json"))
+
+
+def test_choice_strings_round_trip():
+    for text in ["full", "window:7", "linear:relu", "linear:jetvit"]:
+        assert str(parse_choice(text)) == text
+    assert parse_choice("window:7") == Choice("window", window=7)
