@@ -35,14 +35,14 @@ def _from_windows(x: torch.Tensor, grid: tuple[int, int], window: int) -> torch.
 
 
 def _key_mask(grid: tuple[int, int], window: int, num_prefix: int, device: torch.device) -> torch.Tensor | None:
-    """``[nWin, 1, P + window²]`` bool mask of real keys, or None when nothing is padded."""
+    """``[nWin, P + window²]`` bool mask of real keys, or None when nothing is padded."""
     gh, gw = grid
     if gh % window == 0 and gw % window == 0:
         return None
     valid = torch.ones(1, 1, gh * gw, 1, device=device)
     valid = _to_windows(valid, grid, window)[0, 0, :, :, 0] > 0  # [nWin, w²]
     prefix = torch.ones(valid.shape[0], num_prefix, dtype=torch.bool, device=device)
-    return torch.cat([prefix, valid], dim=1).unsqueeze(1)
+    return torch.cat([prefix, valid], dim=1)
 
 
 def window_attention(
@@ -63,8 +63,14 @@ def window_attention(
         kp = k[:, :, :p].unsqueeze(2).expand(b, h, n_win, p, d)
         vp = v[:, :, :p].unsqueeze(2).expand(b, h, n_win, p, d)
         kw, vw = torch.cat([kp, kw], dim=3), torch.cat([vp, vw], dim=3)
+    # windows folded into the head dim: 4-D sdpa takes the fused CPU/GPU kernels, 5-D the slow math path
+    keys = kw.shape[3]
+    qw, kw, vw = (t.reshape(b, h * n_win, -1, d) for t in (qw, kw, vw))
     mask = _key_mask(grid, window, p, q.device)
+    if mask is not None:
+        mask = mask.reshape(1, 1, n_win, 1, keys).expand(1, h, n_win, 1, keys).reshape(1, h * n_win, 1, keys)
     out_patch = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask, scale=scale)
+    out_patch = out_patch.reshape(b, h, n_win, -1, d)
     out_patch = _from_windows(out_patch, grid, window)
     if not p:
         return out_patch

