@@ -47,5 +47,100 @@ def demo(size: int, layouts: tuple[str, ...], images: int, repeat: int) -> None:
     click.echo(layout_table(run_main_job(size=size, layouts=list(layouts), images=images, repeat=repeat)))
 
 
+def _grid(text: str | None):
+    if not text:
+        return None
+    try:
+        rows, cols = (int(x) for x in text.lower().split("x"))
+        return rows, cols
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not ROWSxCOLS, e.g. 37x37", param_hint="--grid") from None
+
+
+_input_shape = click.option("--input-shape", "input_shapes", default=None, metavar="NAME:1x3xHxW",
+                            help="Run the model at this input shape (trtexec syntax; comma-separate several).")
+_grid_option = click.option("--grid", default=None, metavar="ROWSxCOLS",
+                            help="Patch grid, when the graph has no patch-embedding convolution.")
+_json = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@_input_shape
+@_grid_option
+@_json
+@_friendly
+def inspect(model: str, input_shapes: str | None, grid: str | None, as_json: bool) -> None:
+    """List the attention sites of an ONNX (or torch.export .pt2) model."""
+    import json
+
+    from .errors import UnsupportedModelError
+    from .model_files import inspect_file
+
+    sites, refused = inspect_file(model, input_shapes, _grid(grid))
+    if as_json:
+        click.echo(json.dumps({"sites": [s.describe() for s in sites], "refused": refused}, indent=2))
+    else:
+        click.echo(f"{'site':>4} {'form':<20} {'heads':>5} {'head_dim':>8} {'tokens':>7} {'grid':>7} {'prefix':>6} {'rope':>4}")
+        for s in sites:
+            g = f"{s.grid[0]}x{s.grid[1]}"
+            click.echo(f"{s.index:>4} {s.form:<20} {s.num_heads:>5} {s.head_dim:>8} {s.tokens:>7} {g:>7} "
+                       f"{s.num_prefix_tokens:>6} {'yes' if s.has_rope else 'no':>4}")
+        for r in refused:
+            click.echo(f"refused: {r}")
+    if not sites:
+        raise UnsupportedModelError(f"{model}: no attention found" + (f" ({len(refused)} refused, see above)" if refused else ""))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--layout", required=True, help="Layout: inline (window:14, window:14;full@5,11, ...) or a JSON file.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str), help="Where to write the result.")
+@_input_shape
+@_grid_option
+@click.option("--no-verify", is_flag=True, help="Skip the numerical check against the reference maths.")
+@_json
+@_friendly
+def rewrite(model: str, layout: str, output: str, input_shapes: str | None, grid: str | None,
+            no_verify: bool, as_json: bool) -> None:
+    """Rewrite the attention of MODEL as LAYOUT says and write the result to OUTPUT."""
+    import json
+
+    from .model_files import rewrite_file
+
+    summary, errors = rewrite_file(model, layout, output, input_shapes, _grid(grid), check=not no_verify)
+    if as_json:
+        click.echo(json.dumps({"output": output, "passes": summary, "site_max_abs_error": errors}))
+        return
+    click.echo(f"wrote {output}   passes: {summary}")
+    if errors:
+        click.echo(f"checked {len(errors)} rewritten sites against the reference maths: max abs error {max(errors):.2e}")
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@_input_shape
+@click.option("--images", "images", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Folder of photos for the fidelity check (default: the bundled sample).")
+@click.option("--max-images", default=4, show_default=True)
+@click.option("--repeat", default=10, show_default=True, help="Timed runs per model (median and p90 reported).")
+@_json
+@_friendly
+def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None, max_images: int,
+          repeat: int, as_json: bool) -> None:
+    """Latency of each ONNX model on ONNX Runtime, ratio to the first, and output fidelity to the first."""
+    import dataclasses
+    import json
+
+    from .onnx_pipeline import bench_onnx
+    from .report import layout_table
+
+    rows = bench_onnx(list(models), input_shapes, images, max_images, repeat)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+    else:
+        click.echo(layout_table(rows))
+
+
 if __name__ == "__main__":
     main()

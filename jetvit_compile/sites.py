@@ -34,8 +34,8 @@ class AttentionSite:
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly facts (no IR handles)."""
-        d = dataclasses.asdict(self)
-        d.pop("handles")
+        # not dataclasses.asdict: it would deep-copy the IR handles
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "handles"}
         d["grid"] = list(self.grid)
         d["embed_dim"] = self.embed_dim
         return d

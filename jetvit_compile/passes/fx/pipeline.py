@@ -1,4 +1,8 @@
-"""The ordered FX rewrite pipeline: check every site first, then run each pass, count what it changed."""
+"""The FX rewrite pipeline: check every site first, then swap each non-full site, count what changed.
+
+Each site's new block is the reference module of ``attention/`` (built by ``build_attention``), so the
+rewritten graph computes exactly the reference maths; ``full`` sites are left untouched.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,27 +10,11 @@ from typing import Callable
 import torch
 from torch import fx
 
-from ...errors import UsageError
+from ...attention import build_attention
 from ...layout import Choice
 from ...sites import AttentionSite
-from . import to_linear, to_window
-
-# (name, pass module). Order does not matter for correctness (each site is rewritten once), it only
-# fixes the order of the summary. `full` sites are left as they are.
-PASSES = [("to_window", to_window), ("to_linear", to_linear)]
-
-
-def check_all(sites: list[AttentionSite], choices: list[Choice], params: Callable[[int], dict]) -> None:
-    """Raise one error listing every site that cannot take its choice."""
-    problems = []
-    for site, choice in zip(sites, choices):
-        for _, p in PASSES:
-            if choice.kind == p.KIND:
-                reason = p.check(site, choice, params(site.index))
-                if reason:
-                    problems.append(reason)
-    if problems:
-        raise UsageError("layout does not fit the model: " + "; ".join(problems))
+from ..checks import PASS_NAMES, check_all
+from .replace_site import replace_site
 
 
 def run_passes(
@@ -37,7 +25,11 @@ def run_passes(
 ) -> dict[str, int]:
     """Rewrite ``gm`` in place; return ``{pass: sites changed}``."""
     check_all(sites, choices, params)
-    summary = {name: p.run(gm, sites, choices, params) for name, p in PASSES}
+    summary = dict.fromkeys(PASS_NAMES.values(), 0)
+    for site, choice in zip(sites, choices):
+        if choice.kind in PASS_NAMES:
+            replace_site(gm, site, build_attention(choice, site, params(site.index)))
+            summary[PASS_NAMES[choice.kind]] += 1
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
     gm.recompile()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 
-import pytest
 import torch
 from transformers import (
     DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, Dinov2Model,
@@ -65,6 +64,3 @@ def first_output(out) -> torch.Tensor:
     return out[0]
 
 
-@pytest.fixture
-def exported():
-    return export

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import export, first_output
+from hf_models import export, first_output
 
 import jetvit_compile as jc
 from jetvit_compile.attention import build_attention

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import export
+from hf_models import export
 
 import jetvit_compile as jc
 from jetvit_compile.errors import UnsupportedModelError, UsageError

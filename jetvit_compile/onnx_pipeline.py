@@ -1,0 +1,114 @@
+"""ONNX files end to end: load (with shapes set), inspect, rewrite + verify + save, benchmark on ORT."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from .errors import UnsupportedModelError, UsageError
+from .evaluate import LayoutResult
+from .fidelity import compare
+from .images import images_in, load_image, photo_paths
+from .layout import Layout
+from .onnx_files import check_output_path, load_model, save_model
+from .passes.onnx import find_attention, set_input_shapes
+from .passes.onnx.rewrite import rewrite_onnx, upgrade_opset
+from .passes.onnx.verify import verify
+from .sites import AttentionSite
+from .timing import interleaved
+
+Grid = tuple[int, int]
+
+
+def prepare(model: str | os.PathLike | ir.Model, input_shapes: str | dict | None = None) -> ir.Model:
+    """An ``ir.Model`` read from ``model`` with ``input_shapes`` (``NAME:1x3xHxW``) applied."""
+    m = model if isinstance(model, ir.Model) else load_model(model)
+    if input_shapes:
+        set_input_shapes(m, input_shapes)
+    return m
+
+
+def inspect_onnx(model, input_shapes=None, grid: Grid | None = None) -> tuple[list[AttentionSite], list[str]]:
+    return find_attention(prepare(model, input_shapes), grid)
+
+
+def _concrete_shape(value: ir.Value) -> tuple[int, ...]:
+    dims = tuple(value.shape or ())
+    if not dims or not all(isinstance(d, int) for d in dims):
+        raise UsageError(f"input {value.name!r} has shape {value.shape}; give a concrete one with "
+                         f"--input-shape {value.name}:1x3xHxW")
+    return dims
+
+
+def input_feed(model: ir.Model, seed: int = 0) -> dict[str, np.ndarray]:
+    """One input per graph input: a real photo for ``[1, 3, H, W]`` float images, else seeded noise."""
+    feed = {}
+    rng = np.random.default_rng(seed)
+    for value in model.graph.inputs:
+        if value.name in model.graph.initializers:
+            continue
+        shape = _concrete_shape(value)
+        if len(shape) == 4 and shape[1] == 3:
+            image = load_image(photo_paths(limit=1)[0], (shape[2], shape[3])).numpy()
+            feed[value.name] = np.broadcast_to(image, shape).astype(np.float32).copy()
+        else:
+            feed[value.name] = rng.standard_normal(shape).astype(value.dtype.numpy())
+    return feed
+
+
+def rewrite_onnx_file(
+    src: str | os.PathLike,
+    layout: Layout | str,
+    out: str | os.PathLike,
+    input_shapes: str | dict | None = None,
+    grid: Grid | None = None,
+    check: bool = True,
+) -> tuple[dict[str, int], list[float]]:
+    """Rewrite the ONNX file ``src`` into ``out`` (checked against the reference maths first unless
+    ``check`` is False). Returns ``{pass: count}`` and the per-site max abs errors."""
+    out = check_output_path(out, src)
+    layout = Layout.coerce(layout)
+    model, summary, spliced = rewrite_onnx(prepare(src, input_shapes), layout, grid)
+    errors = verify(model, spliced, input_feed(model), layout.site_params) if check and spliced else []
+    save_model(model, out)
+    return summary, errors
+
+
+def bench_onnx(
+    paths: list[str | os.PathLike],
+    input_shapes: str | dict | None = None,
+    images: str | os.PathLike | None = None,
+    max_images: int = 4,
+    repeat: int = 10,
+) -> list[LayoutResult]:
+    """Latency (ONNX Runtime, CPU provider) of each model, ratio to the first, output fidelity to the first."""
+    import onnxruntime as ort
+
+    sessions = []
+    for p in paths:
+        model = upgrade_opset(prepare(p, input_shapes))
+        blob = ir.serde.serialize_model(model).SerializeToString()
+        sessions.append((Path(p).name, ort.InferenceSession(blob, providers=["CPUExecutionProvider"]), model))
+    first = sessions[0][2]
+    image_input = [v for v in first.graph.inputs if v.name not in first.graph.initializers]
+    if len(image_input) != 1:
+        raise UnsupportedModelError("bench feeds one image input; these models have "
+                                    f"{[v.name for v in image_input]}")
+    name = image_input[0].name
+    shape = _concrete_shape(image_input[0])
+    if len(shape) != 4:
+        raise UnsupportedModelError(f"bench feeds images [B, 3, H, W]; input {name!r} has shape {shape}")
+    photos = (images_in(images) if images else photo_paths())[:max_images]
+    feeds = [{name: np.broadcast_to(load_image(p, shape[2:]).numpy(), shape).copy()} for p in photos]
+    runs = [lambda s=s: s.run(None, feeds[0]) for _, s, _ in sessions]
+    latencies = interleaved(runs, repeat=repeat)
+    import torch
+
+    outputs = [[torch.from_numpy(s.run(None, f)[0]) for f in feeds] for _, s, _ in sessions]
+    base = latencies[0].median_s
+    return [
+        LayoutResult(label, {}, lat, base / lat.median_s, compare(outputs[0], outs) if i else None)
+        for i, ((label, _, _), lat, outs) in enumerate(zip(sessions, latencies, outputs))
+    ]

@@ -1,0 +1,38 @@
+"""Whether a site can take a choice: IR-neutral checks shared by the FX and ONNX rewrites."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..attention import build_attention
+from ..errors import UsageError
+from ..layout import Choice
+from ..sites import AttentionSite
+
+
+def check_choice(site: AttentionSite, choice: Choice, params: dict[str, torch.Tensor]) -> str | None:
+    """Why ``site`` cannot become ``choice``, or None."""
+    if choice.kind == "window":
+        gh, gw = site.grid
+        if choice.window > max(gh, gw):  # type: ignore[operator]
+            return (f"site {site.index}: window {choice.window} is larger than the {gh}x{gw} patch grid; "
+                    f"use window:{max(gh, gw)} or less (window:{max(gh, gw)} covers the grid, i.e. full attention)")
+    if choice.kind == "linear" and params:
+        try:
+            build_attention(choice, site, params)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[-1].strip()
+            return f"site {site.index}: learned parameters do not fit this site ({first})"
+    return None
+
+
+def check_all(sites: list[AttentionSite], choices: list[Choice], params: Callable[[int], dict]) -> None:
+    """Raise one error listing every site that cannot take its choice (not just the first)."""
+    problems = [r for s, c in zip(sites, choices) if (r := check_choice(s, c, params(s.index)))]
+    if problems:
+        raise UsageError("layout does not fit the model: " + "; ".join(problems))
+
+
+# pass name per choice kind, shared by both IRs so that their summaries read the same
+PASS_NAMES = {"window": "to_window", "linear": "to_linear"}

@@ -1,0 +1,95 @@
+"""The ONNX subgraph that replaces one site: the reference torch module of ``attention/``, exported.
+
+Exporting the reference maths (rather than writing the same maths again in ONNX ops) keeps a single
+source of truth: the ONNX rewrite computes what ``attention/`` computes, learned parameters included
+(they become initializers). Adapters bridge the layouts a site offers (kᵀ instead of k, heads merged
+``[B, N, C]`` for fused ops).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+
+import onnx_ir as ir
+import torch
+
+from ...attention import build_attention
+from ...errors import RewriteError
+from ...layout import Choice
+from ...sites import AttentionSite
+
+OPSET = 18  # the dynamo exporter's lowest; models below it are upgraded first (see rewrite.py)
+
+
+class _Adapter(torch.nn.Module):
+    """``(q, k or kᵀ, v)`` in the site's layouts -> the reference module -> output in the site's layout."""
+
+    def __init__(self, block: torch.nn.Module, heads: int, k_transposed: bool, layout: str):
+        super().__init__()
+        self.block, self.heads, self.k_transposed, self.layout = block, heads, k_transposed, layout
+
+    def _bhnd(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == "BHND":
+            return x
+        b, n, c = x.shape
+        return x.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, v = self._bhnd(q), self._bhnd(v)
+        k = k.transpose(-2, -1) if self.k_transposed else self._bhnd(k)
+        out = self.block(q, k, v)
+        if self.layout == "BHND":
+            return out
+        b, h, n, d = out.shape
+        return out.transpose(1, 2).reshape(b, n, h * d)
+
+
+def _example(site: AttentionSite, layout: str, transposed: bool = False) -> torch.Tensor:
+    b, h, n, d = site.batch, site.num_heads, site.tokens, site.head_dim
+    shape = (b, n, h * d) if layout == "BNC" else ((b, h, d, n) if transposed else (b, h, n, d))
+    return torch.zeros(shape, dtype=getattr(torch, site.dtype))
+
+
+def replacement_graph(
+    site: AttentionSite, choice: Choice, params: dict[str, torch.Tensor], k_transposed: bool, layout: str
+) -> ir.Graph:
+    """A fresh ``ir.Graph`` with inputs (q, k, v) and one output, computing ``choice`` at ``site``."""
+    block = build_attention(choice, site, params)
+    template = _export(choice, site.batch, site.num_heads, site.tokens, site.head_dim, site.num_prefix_tokens,
+                       site.grid, site.scale, site.dtype, k_transposed, layout)
+    graph = template.clone()
+    # the template was exported with a fresh module; put this site's learned values in
+    state = {k: v.detach().cpu().numpy() for k, v in block.state_dict().items()}
+    for name, value in graph.initializers.items():
+        key = name.removeprefix("block.")
+        if key in state:
+            value.const_value = ir.tensor(state[key], name=name)
+    return graph
+
+
+@functools.lru_cache(maxsize=64)
+def _export(choice, batch, heads, tokens, head_dim, prefix, grid, scale, dtype, k_transposed, layout) -> ir.Graph:
+    site = AttentionSite(0, "", "", heads, head_dim, tokens, prefix, grid, scale, batch=batch, dtype=dtype)
+    adapter = _Adapter(build_attention(choice, site), heads, k_transposed, layout).eval()
+    args = (_example(site, layout), _example(site, layout, k_transposed), _example(site, layout))
+    try:
+        with warnings.catch_warnings(), _quiet_exporter():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(adapter, args, dynamo=True, opset_version=OPSET,
+                                        input_names=["q", "k", "v"], output_names=["out"], verbose=False)
+    except Exception as e:  # noqa: BLE001 - exporter errors come in many types
+        raise RewriteError(f"exporting the {choice} block to ONNX failed: {type(e).__name__}: {e}".splitlines()[0]) from e
+    return program.model.graph
+
+
+class _quiet_exporter:
+    """The exporter logs a line per missing optional library (torchvision); users do not need them."""
+
+    def __enter__(self):
+        self.logger = logging.getLogger("torch.onnx")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)

