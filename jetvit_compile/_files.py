@@ -13,7 +13,7 @@ class atomic_write:
         self.target = Path(target)
 
     def __enter__(self) -> str:
-        fd, self.tmp = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".tmp")
+        fd, self.tmp = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.stem}.tmp.", suffix=self.target.suffix)
         os.close(fd)
         return self.tmp
 

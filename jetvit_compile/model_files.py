@@ -19,16 +19,24 @@ def _load_pt2(path: str | os.PathLike):
 
     if not Path(path).is_file():
         raise UsageError(f"{path}: no such file")
+    try:  # programs of Hugging Face models need transformers' output classes registered as pytree nodes
+        import transformers.modeling_outputs  # noqa: F401
+    except ImportError:
+        pass
     try:
         return torch.export.load(str(path))
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad archive
         raise UsageError(f"{path}: not a readable torch.export program ({type(e).__name__})") from None
 
 
+def _no_shapes_for_pt2(input_shapes: str | None) -> None:
+    if input_shapes:
+        raise UsageError("--input-shape applies to ONNX files; export the torch program at the size you need")
+
+
 def inspect_file(path: str, input_shapes: str | None = None, grid: Grid | None = None) -> tuple[list[AttentionSite], list[str]]:
     if _is_pt2(path):
-        if input_shapes:
-            raise UsageError("--input-shape applies to ONNX files; export the torch program at the size you need")
+        _no_shapes_for_pt2(input_shapes)
         from .passes.fx.find_attention import find_attention
 
         return find_attention(_load_pt2(path).module(), grid)
@@ -40,6 +48,9 @@ def inspect_file(path: str, input_shapes: str | None = None, grid: Grid | None =
 def rewrite_file(path: str, layout: str, out: str, input_shapes: str | None = None, grid: Grid | None = None,
                  check: bool = True) -> tuple[dict[str, int], list[float]]:
     if _is_pt2(path):
+        _no_shapes_for_pt2(input_shapes)
+        if not _is_pt2(out):
+            raise UsageError(f"{path} is a torch.export program; write the result as a .pt2 file, not {out}")
         import torch
 
         from ._files import atomic_write

@@ -14,7 +14,7 @@ from .images import images_in, load_image, photo_paths
 from .layout import Layout
 from .onnx_files import check_output_path, load_model, save_model
 from .passes.onnx import find_attention, set_input_shapes
-from .passes.onnx.rewrite import rewrite_onnx, upgrade_opset
+from .passes.onnx.rewrite import rewrite_onnx
 from .passes.onnx.verify import verify
 from .sites import AttentionSite
 from .timing import interleaved
@@ -35,7 +35,10 @@ def inspect_onnx(model, input_shapes=None, grid: Grid | None = None) -> tuple[li
 
 
 def _concrete_shape(value: ir.Value) -> tuple[int, ...]:
+    """The input's shape, a symbolic batch (first) dim read as 1; other symbolic dims are refused."""
     dims = tuple(value.shape or ())
+    if dims and not isinstance(dims[0], int):
+        dims = (1, *dims[1:])
     if not dims or not all(isinstance(d, int) for d in dims):
         raise UsageError(f"input {value.name!r} has shape {value.shape}; give a concrete one with "
                          f"--input-shape {value.name}:1x3xHxW")
@@ -88,7 +91,7 @@ def bench_onnx(
 
     sessions = []
     for p in paths:
-        model = upgrade_opset(prepare(p, input_shapes))
+        model = prepare(p, input_shapes)
         blob = ir.serde.serialize_model(model).SerializeToString()
         sessions.append((Path(p).name, ort.InferenceSession(blob, providers=["CPUExecutionProvider"]), model))
     first = sessions[0][2]
@@ -107,6 +110,10 @@ def bench_onnx(
     import torch
 
     outputs = [[torch.from_numpy(s.run(None, f)[0]) for f in feeds] for _, s, _ in sessions]
+    for (label, _, _), outs in zip(sessions[1:], outputs[1:]):
+        if outs[0].shape != outputs[0][0].shape:
+            raise UsageError(f"{label} returns {tuple(outs[0].shape)}, {sessions[0][0]} {tuple(outputs[0][0].shape)}: "
+                             "bench compares models with the same output (e.g. an original and its rewrites)")
     base = latencies[0].median_s
     return [
         LayoutResult(label, {}, lat, base / lat.median_s, compare(outputs[0], outs) if i else None)

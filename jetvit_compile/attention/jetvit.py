@@ -31,9 +31,15 @@ class DynamicDepthwiseConv(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         ks = self.kernel_size
-        kernel = self.kernel_mlp(x.mean(dim=(2, 3))).reshape(b * c, 1, ks, ks)
-        out = F.conv2d(x.reshape(1, b * c, h, w), kernel, padding=ks // 2, groups=b * c)
-        return out.reshape(b, c, h, w)
+        kernel = self.kernel_mlp(x.mean(dim=(2, 3))).reshape(b, c, ks, ks, 1, 1)
+        # a sum of shifted copies rather than conv2d(groups=B·C): the same cross-correlation, but with
+        # no batch-dependent group count, so exported graphs keep a free batch dimension
+        padded = F.pad(x, (ks // 2,) * 4)
+        out = torch.zeros_like(x)
+        for dy in range(ks):
+            for dx in range(ks):
+                out = out + padded[:, :, dy : dy + h, dx : dx + w] * kernel[:, :, dy, dx]
+        return out
 
 
 class JetViTAttention(torch.nn.Module):

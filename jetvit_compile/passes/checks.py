@@ -16,22 +16,34 @@ def check_choice(site: AttentionSite, choice: Choice, params: dict[str, torch.Te
     if choice.kind == "window":
         gh, gw = site.grid
         if choice.window > max(gh, gw):  # type: ignore[operator]
-            return (f"site {site.index}: window {choice.window} is larger than the {gh}x{gw} patch grid; "
+            return (f"window {choice.window} is larger than the {gh}x{gw} patch grid; "
                     f"use window:{max(gh, gw)} or less (window:{max(gh, gw)} covers the grid, i.e. full attention)")
     if choice.kind == "linear" and params:
         try:
             build_attention(choice, site, params)
         except RuntimeError as e:
             first = str(e).strip().splitlines()[-1].strip()
-            return f"site {site.index}: learned parameters do not fit this site ({first})"
+            return f"learned parameters do not fit this site ({first})"
     return None
 
 
 def check_all(sites: list[AttentionSite], choices: list[Choice], params: Callable[[int], dict]) -> None:
     """Raise one error listing every site that cannot take its choice (not just the first)."""
-    problems = [r for s, c in zip(sites, choices) if (r := check_choice(s, c, params(s.index)))]
+    problems: dict[str, list[int]] = {}
+    for s, c in zip(sites, choices):
+        if reason := check_choice(s, c, params(s.index)):
+            problems.setdefault(reason, []).append(s.index)
     if problems:
-        raise UsageError("layout does not fit the model: " + "; ".join(problems))
+        raise UsageError("layout does not fit the model: "
+                         + "; ".join(f"{_sites(ix)}: {reason}" for reason, ix in problems.items()))
+
+
+def _sites(indices: list[int]) -> str:
+    if len(indices) == 1:
+        return f"site {indices[0]}"
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return f"sites {indices[0]}-{indices[-1]}"
+    return "sites " + ",".join(map(str, indices))
 
 
 # pass name per choice kind, shared by both IRs so that their summaries read the same

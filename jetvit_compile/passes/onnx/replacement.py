@@ -46,7 +46,8 @@ class _Adapter(torch.nn.Module):
 
 
 def _example(site: AttentionSite, layout: str, transposed: bool = False) -> torch.Tensor:
-    b, h, n, d = site.batch, site.num_heads, site.tokens, site.head_dim
+    # batch 2, not 1: the exporter would specialise a size-1 dim and fix the batch of the block
+    b, h, n, d = 2, site.num_heads, site.tokens, site.head_dim
     shape = (b, n, h * d) if layout == "BNC" else ((b, h, d, n) if transposed else (b, h, n, d))
     return torch.zeros(shape, dtype=getattr(torch, site.dtype))
 
@@ -56,7 +57,7 @@ def replacement_graph(
 ) -> ir.Graph:
     """A fresh ``ir.Graph`` with inputs (q, k, v) and one output, computing ``choice`` at ``site``."""
     block = build_attention(choice, site, params)
-    template = _export(choice, site.batch, site.num_heads, site.tokens, site.head_dim, site.num_prefix_tokens,
+    template = _export(choice, site.num_heads, site.tokens, site.head_dim, site.num_prefix_tokens,
                        site.grid, site.scale, site.dtype, k_transposed, layout)
     graph = template.clone()
     # the template was exported with a fresh module; put this site's learned values in
@@ -69,15 +70,17 @@ def replacement_graph(
 
 
 @functools.lru_cache(maxsize=64)
-def _export(choice, batch, heads, tokens, head_dim, prefix, grid, scale, dtype, k_transposed, layout) -> ir.Graph:
-    site = AttentionSite(0, "", "", heads, head_dim, tokens, prefix, grid, scale, batch=batch, dtype=dtype)
+def _export(choice, heads, tokens, head_dim, prefix, grid, scale, dtype, k_transposed, layout) -> ir.Graph:
+    site = AttentionSite(0, "", "", heads, head_dim, tokens, prefix, grid, scale, dtype=dtype)
     adapter = _Adapter(build_attention(choice, site), heads, k_transposed, layout).eval()
     args = (_example(site, layout), _example(site, layout, k_transposed), _example(site, layout))
     try:
         with warnings.catch_warnings(), _quiet_exporter():
             warnings.simplefilter("ignore")
+            batch = torch.export.Dim("batch")
             program = torch.onnx.export(adapter, args, dynamo=True, opset_version=OPSET,
-                                        input_names=["q", "k", "v"], output_names=["out"], verbose=False)
+                                        input_names=["q", "k", "v"], output_names=["out"], verbose=False,
+                                        dynamic_shapes=({0: batch}, {0: batch}, {0: batch}))
     except Exception as e:  # noqa: BLE001 - exporter errors come in many types
         raise RewriteError(f"exporting the {choice} block to ONNX failed: {type(e).__name__}: {e}".splitlines()[0]) from e
     return program.model.graph
