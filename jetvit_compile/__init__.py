@@ -1,11 +1,12 @@
 """jetvit_compile: make pre-trained Vision Transformers fast at high resolution without losing what they compute."""
 from .api import inspect, rewrite
+from .compile import compile
 from .errors import JetViTError, RewriteError, UnsupportedModelError, UsageError, VerificationError
 from .layout import Choice, Layout
 from .sites import AttentionSite
 
 __all__ = [
-    "inspect", "rewrite", "Layout", "Choice", "AttentionSite",
+    "inspect", "rewrite", "compile", "Layout", "Choice", "AttentionSite",
     "JetViTError", "UsageError", "UnsupportedModelError", "RewriteError", "VerificationError",
 ]
 __version__ = "0.1.0"

@@ -145,5 +145,44 @@ def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None,
         click.echo(layout_table(rows))
 
 
+@main.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--layout", default="full", show_default=True, help="Layout to apply before lowering.")
+@click.option("--target", default="auto", show_default=True,
+              help="auto, tensorrt, tvm, onnxruntime, torch_compile or torch.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for the artifact and its manifest.json.")
+@click.option("--min-block-size", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--workspace-size", default=1 << 30, show_default=True, type=click.IntRange(min=0))
+@click.option("--timing-cache-path", default=None, type=click.Path(dir_okay=False, path_type=str))
+@_json
+@_friendly
+def compile_command(model: str, layout: str, target: str, output: str, min_block_size: int, workspace_size: int,
+                    timing_cache_path: str | None, as_json: bool) -> None:
+    """Rewrite a torch.export program (.pt2), lower it on the best available target, save it with a manifest."""
+    import json
+
+    from .compile import compile as compile_model
+    from .errors import UsageError
+    from .model_files import _is_pt2, _load_pt2
+    from .onnx_files import check_output_path
+    from .targets import CompileSettings
+
+    if not _is_pt2(model):
+        raise UsageError(f"{model}: compile takes a torch.export program saved as .pt2 (ONNX files: use "
+                         "`jetvit-compile rewrite` and run the result with ONNX Runtime)")
+    check_output_path(output, model)
+    settings = CompileSettings(min_block_size=min_block_size, workspace_size=workspace_size,
+                               timing_cache_path=timing_cache_path)
+    result = compile_model(_load_pt2(model), layout, target, settings=settings, output=output)
+    if as_json:
+        click.echo(json.dumps(result.manifest, indent=2))
+        return
+    for name, why in result.skipped:
+        click.echo(f"skipped {name}: {why}")
+    click.echo(f"compiled with {result.target} (max abs error vs rewritten graph {result.max_abs_error:.2e}); "
+               f"wrote {output}/{', '.join(result.manifest['files'])} and manifest.json")
+
+
 if __name__ == "__main__":
     main()

@@ -86,3 +86,29 @@ def test_wrong_explicit_grid_is_refused():
 def test_module_instead_of_exported_program_is_a_usage_error():
     with pytest.raises(UsageError, match="torch.export.export"):
         jc.inspect(_NoAttention())
+
+
+class _FlashForCpu(torch.nn.Module):
+    """A graph as exported after CPU decompositions keep the fused kernel: the tuple-returning variant."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = torch.nn.Conv2d(3, 32, 4, stride=4)
+        self.qkv = torch.nn.Linear(32, 96)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        b, n, _ = t.shape
+        q, k, v = self.qkv(t).reshape(b, n, 3, 2, 16).permute(2, 0, 3, 1, 4)
+        out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=0.3)[0]
+        return out.sum()
+
+
+def test_tuple_returning_flash_variant_is_found_and_rewritten():
+    x = torch.randn(1, 3, 16, 16)
+    ep = torch.export.export(_FlashForCpu(), (x,))
+    (site,) = jc.inspect(ep)
+    assert (site.form, site.grid, site.num_prefix_tokens, site.scale) == ("sdpa_flash", (4, 4), 0, 0.3)
+    new, summary = jc.rewrite(ep, "window:4")
+    assert summary["to_window"] == 1
+    assert torch.allclose(new.module()(x), ep.module()(x), atol=1e-4)

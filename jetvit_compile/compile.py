@@ -1,0 +1,133 @@
+"""Rewrite, lower on the best available target (saying why each skipped one was skipped), check the
+compiled model against the rewritten graph, and save a deployable artifact with a manifest."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+from ._files import atomic_write
+from .api import _as_program, rewrite
+from .errors import JetViTError, RewriteError, UsageError, VerificationError
+from .layout import Layout
+from .targets import AUTO_ORDER, TARGETS, CompileSettings, Compiled
+
+TOLERANCE = 1e-3  # float32 backends reorder sums; a real lowering bug is orders of magnitude larger
+
+
+@dataclasses.dataclass
+class CompileResult:
+    target: str
+    compiled: Compiled
+    summary: dict[str, int]
+    skipped: list[tuple[str, str]]  # (target, why)
+    max_abs_error: float
+    manifest: dict | None = None
+
+
+def _max_abs_diff(a, b) -> float:
+    la, lb = tree_leaves(a), tree_leaves(b)
+    tensors = [(x, y) for x, y in zip(la, lb) if isinstance(x, torch.Tensor)]
+    return max(float((x.detach().cpu().float() - y.detach().cpu().float()).abs().max()) for x, y in tensors)
+
+
+def _candidates(target: str) -> list[str]:
+    if target == "auto":
+        return list(AUTO_ORDER)
+    if target not in TARGETS:
+        raise UsageError(f"unknown target {target!r}; choose auto or one of: {', '.join(AUTO_ORDER)}")
+    return [target]
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    return f"{platform.processor() or 'CPU'} ({os.cpu_count()} cores)"
+
+
+def compile(  # noqa: A001 - the verb users expect, as in torch.compile / torch_tensorrt.compile
+    model: torch.export.ExportedProgram,
+    layout: Layout | str = "full",
+    target: str = "auto",
+    inputs: tuple[torch.Tensor, ...] | None = None,
+    settings: CompileSettings | None = None,
+    output: str | os.PathLike | None = None,
+) -> CompileResult:
+    """Rewrite ``model`` by ``layout``, lower it on ``target`` (``"auto"``: the first that works here),
+    check it against the rewritten graph, and save it into the folder ``output`` when given."""
+    from .passes.fx.program import example_inputs
+
+    settings = settings or CompileSettings()
+    program, summary = rewrite(_as_program(model), layout)
+    inputs = inputs if inputs is not None else example_inputs(program)[0]
+    with torch.no_grad():
+        reference = program.module()(*inputs)
+    skipped: list[tuple[str, str]] = []
+    for name in _candidates(target):
+        ok, why = TARGETS[name].available()
+        if not ok:
+            skipped.append((name, why))
+            continue
+        try:
+            compiled = TARGETS[name].compile(program, inputs, settings)
+            with torch.no_grad():
+                err = _max_abs_diff(compiled(*inputs), reference)
+        except JetViTError as e:
+            skipped.append((name, str(e)))
+            continue
+        except Exception as e:  # noqa: BLE001 - backends fail in their own ways; auto moves on
+            skipped.append((name, f"compile failed: {type(e).__name__}: {e}".splitlines()[0]))
+            continue
+        if not err <= TOLERANCE:
+            skipped.append((name, f"output differs from the rewritten graph by {err:.2e} (> {TOLERANCE:g})"))
+            if target != "auto":
+                raise VerificationError(f"target {name}: compiled output differs from the rewritten graph by {err:.2e}")
+            continue
+        result = CompileResult(name, compiled, summary, skipped, err)
+        if output is not None:
+            result.manifest = _save(result, Path(output), Layout.coerce(layout), inputs)
+        return result
+    reasons = "; ".join(f"{n}: {w}" for n, w in skipped)
+    raise RewriteError(f"no target could compile the model ({reasons})")
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("jetvit-compile", "torch", "onnxruntime", "onnxruntime-gpu", "torch-tensorrt", "apache-tvm"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _save(result: CompileResult, folder: Path, layout: Layout, inputs) -> dict:
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"output {folder} exists and is not a folder; compile writes a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    files = result.compiled.save(folder)
+    manifest = {
+        "target": result.target,
+        "files": files,
+        "versions": _versions(),
+        "device": _device_name(),
+        "layout": str(layout),
+        "passes": result.summary,
+        "input_shapes": [list(x.shape) for x in inputs],
+        "input_dtypes": [str(x.dtype).removeprefix("torch.") for x in inputs],
+        "max_abs_error_vs_rewritten": result.max_abs_error,
+        "skipped": [{"target": n, "why": w} for n, w in result.skipped],
+    }
+    with atomic_write(folder / "manifest.json") as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,63 @@
+"""onnxruntime: the rewritten program exported to ONNX and run by ONNX Runtime (CUDA provider where
+present, else CPU)."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._files import atomic_write
+from ..errors import RewriteError
+from .base import CompileSettings, Compiled, Target
+
+
+class _OrtCompiled(Compiled):
+    target = "onnxruntime"
+
+    def __init__(self, blob: bytes, provider: str):
+        import onnxruntime as ort
+
+        self.blob, self.provider = blob, provider
+        self.session = ort.InferenceSession(blob, providers=[provider])
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, *inputs):
+        feed = {n: x.detach().cpu().numpy() for n, x in zip(self.names, inputs)}
+        outs = [torch.from_numpy(np.asarray(o)) for o in self.session.run(None, feed)]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def save(self, folder: Path) -> list[str]:
+        with atomic_write(folder / "model.onnx") as tmp:
+            Path(tmp).write_bytes(self.blob)
+        return ["model.onnx"]
+
+
+class OnnxRuntime(Target):
+    name = "onnxruntime"
+
+    def _provider(self) -> str | None:
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+        for p in ("CUDAExecutionProvider", "CPUExecutionProvider"):
+            if p in providers:
+                return p
+        return None
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return False, "onnxruntime is not installed (pip install 'jetvit-compile[cpu]', or [gpu] for CUDA)"
+        return True, f"onnxruntime {ort.__version__} {self._provider()}"
+
+    def compile(self, program, inputs, settings: CompileSettings) -> Compiled:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                onnx_program = torch.onnx.export(program, inputs, dynamo=True, verbose=False)
+        except Exception as e:  # noqa: BLE001 - exporter errors come in many types
+            raise RewriteError(f"exporting to ONNX failed: {type(e).__name__}: {e}".splitlines()[0]) from e
+        return _OrtCompiled(onnx_program.model_proto.SerializeToString(), self._provider())
