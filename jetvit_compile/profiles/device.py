@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 # the fields of a fingerprint that name the hardware; everything else is software and only warned about
-_HARDWARE = {"cpu": ("model", "cores", "arch"), "gpu": ("name", "compute_capability"), "software": ("torch",)}
+_HARDWARE = {"cpu": ("model", "cores", "arch"), "gpu": ("name", "compute_capability")}
 _SOFTWARE = ("torch", "onnxruntime", "cuda", "driver")
 
 
