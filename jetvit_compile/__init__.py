@@ -1,12 +1,13 @@
 """jetvit_compile: make pre-trained Vision Transformers fast at high resolution without losing what they compute."""
-from .api import inspect, rewrite
+from .api import inspect, profile, rewrite
 from .compile import compile
 from .errors import JetViTError, RewriteError, UnsupportedModelError, UsageError, VerificationError
 from .layout import Choice, Layout
+from .profiles import Profile
 from .sites import AttentionSite
 
 __all__ = [
-    "inspect", "rewrite", "compile", "Layout", "Choice", "AttentionSite",
+    "inspect", "rewrite", "compile", "profile", "Profile", "Layout", "Choice", "AttentionSite",
     "JetViTError", "UsageError", "UnsupportedModelError", "RewriteError", "VerificationError",
 ]
 __version__ = "0.1.0"

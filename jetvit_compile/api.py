@@ -46,3 +46,14 @@ def rewrite(
     from .passes.fx.program import rewrite_program
 
     return rewrite_program(_as_program(model), layout, grid)
+
+
+def profile(model, *, target: str = "torch", variants=None, profile=None, grid: Grid | None = None,
+            repeat: int = 10, progress: bool = True):
+    """Per-device latency of each attention variant at each distinct site shape of ``model``
+    (an ExportedProgram, an ONNX / .pt2 path, or a list of sites); entries already in ``profile`` are reused."""
+    from .profiles import DEFAULT_VARIANTS, profile_model
+
+    return profile_model(model, variants or DEFAULT_VARIANTS, target, profile, repeat=repeat, progress=progress,
+                         grid=grid)
+

@@ -184,5 +184,28 @@ def compile_command(model: str, layout: str, target: str, output: str, min_block
                f"wrote {output}/{', '.join(result.manifest['files'])} and manifest.json")
 
 
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--target", "backend", type=click.Choice(["torch", "onnxruntime"]), default="onnxruntime",
+              show_default=True, help="Backend whose latency is measured.")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Profile file (default: the cache, named by device and target).")
+@click.option("--force", is_flag=True, help="Replace a profile from another device/backend instead of refusing.")
+@click.option("--repeat", default=10, show_default=True, type=click.IntRange(min=1))
+@_input_shape
+@_grid_option
+@_friendly
+def profile(model: str, backend: str, output: str | None, force: bool, repeat: int, input_shapes: str | None,
+            grid: str | None) -> None:
+    """Measure every attention variant at MODEL's site shapes on this device (reuses what is measured)."""
+    from .profiles import profile_to_file
+
+    prof, path = profile_to_file(model, backend, output, force, repeat=repeat, input_shapes=input_shapes,
+                                 grid=_grid(grid))
+    s = prof.run_summary
+    click.echo(f"wrote {path} ({prof.device_key}, {backend}): {s['measured']} measured, {s['reused']} reused, "
+               f"{len(s['skipped'])} skipped")
+
+
 if __name__ == "__main__":
     main()

