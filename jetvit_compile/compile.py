@@ -73,6 +73,8 @@ def compile(  # noqa: A001 - the verb users expect, as in torch.compile / torch_
     skipped: list[tuple[str, str]] = []
     for name in _candidates(target):
         ok, why = TARGETS[name].available()
+        if ok and target == "auto" and not getattr(TARGETS[name], "auto", True):
+            ok, why = False, "not chosen by auto (untuned kernels are slower than ONNX Runtime); ask for it by name"
         if not ok:
             skipped.append((name, why))
             continue

@@ -118,3 +118,20 @@ def test_cli_compile_refuses_onnx_and_bad_targets(program, tmp_path):
     assert r.exit_code == 2 and "compile takes a torch.export program" in r.output
     r = CliRunner().invoke(main, ["compile", str(src), "--target", "tpu", "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "unknown target" in r.output and "Traceback" not in r.output
+
+
+def test_tvm_target_builds_runs_and_saves_a_library(program, tmp_path):
+    ok, why = TARGETS["tvm"].available()
+    if not ok:
+        pytest.skip(why)
+    x = torch.randn(1, 3, 64, 64)
+    result = jc.compile(program, "window:4", target="tvm", inputs=(x,), output=tmp_path)
+    assert result.target == "tvm" and result.max_abs_error <= 1e-4
+    assert torch.allclose(result.compiled(x), jc.rewrite(program, "window:4")[0].module()(x), atol=1e-4)
+    assert (tmp_path / "model.so").stat().st_size > 0
+
+
+def test_auto_does_not_pick_untuned_tvm(program):
+    result = jc.compile(program, "full")
+    assert result.target != "tvm"
+    assert "tvm" in dict(result.skipped)
