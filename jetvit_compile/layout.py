@@ -27,7 +27,8 @@ from .errors import UsageError
 SCHEMA = "jetvit-layout"
 VERSION = 1
 LINEAR_VARIANTS = ("relu", "jetvit")
-_CHOICE_HELP = "full, window:<size> (e.g. window:14), linear:relu or linear:jetvit"
+_CHOICE_HELP = ("full, window:<size> (e.g. window:14), window:<size>+pool:<cell> (window plus pooled global "
+                "keys, e.g. window:14+pool:4), linear:relu or linear:jetvit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,10 +38,11 @@ class Choice:
     kind: str
     window: int | None = None
     variant: str | None = None
+    pool: int | None = None  # window only: also attend to the grid's keys pooled over pool x pool cells
 
     def __str__(self) -> str:
         if self.kind == "window":
-            return f"window:{self.window}"
+            return f"window:{self.window}" + (f"+pool:{self.pool}" if self.pool else "")
         if self.kind == "linear":
             return f"linear:{self.variant}"
         return "full"
@@ -53,12 +55,12 @@ def parse_choice(text: str) -> Choice:
     t = text.strip().lower()
     if t == "full":
         return FULL
-    m = re.fullmatch(r"window:(\d+)", t)
+    m = re.fullmatch(r"window:(\d+)(?:\+pool:(\d+))?", t)
     if m:
-        size = int(m.group(1))
-        if size < 1:
-            raise UsageError(f"window size must be at least 1, got {text!r}")
-        return Choice("window", window=size)
+        size, pool = int(m.group(1)), int(m.group(2)) if m.group(2) else None
+        if size < 1 or (pool is not None and pool < 1):
+            raise UsageError(f"window and pool sizes must be at least 1, got {text!r}")
+        return Choice("window", window=size, pool=pool)
     m = re.fullmatch(r"linear:(\w+)", t)
     if m and m.group(1) in LINEAR_VARIANTS:
         return Choice("linear", variant=m.group(1))

@@ -12,10 +12,12 @@ from .full import FullAttention, full_attention
 from .jetvit import DynamicDepthwiseConv, JetViTAttention
 from .linear import ReLULinearAttention, relu_linear_attention
 from .window import WindowAttention, window_attention
+from .window_pooled import PooledWindowAttention, pooled_window_attention
 
 __all__ = [
     "FullAttention", "WindowAttention", "ReLULinearAttention", "JetViTAttention", "DynamicDepthwiseConv",
-    "full_attention", "window_attention", "relu_linear_attention", "build_attention",
+    "PooledWindowAttention", "full_attention", "window_attention", "pooled_window_attention",
+    "relu_linear_attention", "build_attention",
 ]
 
 
@@ -23,6 +25,8 @@ def build_attention(choice: Choice, site: AttentionSite, params: dict[str, torch
     """The module that computes ``choice`` at ``site``, with learned ``params`` loaded when given."""
     if choice.kind == "full":
         module: torch.nn.Module = FullAttention(site.scale)
+    elif choice.kind == "window" and choice.pool:
+        module = PooledWindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window, choice.pool)
     elif choice.kind == "window":
         module = WindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window)
     elif choice.variant == "relu":

@@ -18,6 +18,8 @@ def check_choice(site: AttentionSite, choice: Choice, params: dict[str, torch.Te
         if choice.window > max(gh, gw):  # type: ignore[operator]
             return (f"window {choice.window} is larger than the {gh}x{gw} patch grid; "
                     f"use window:{max(gh, gw)} or less (window:{max(gh, gw)} covers the grid, i.e. full attention)")
+    if choice.kind == "window" and choice.pool and choice.pool > max(site.grid):
+        return f"pool cells of {choice.pool} are larger than the {site.grid[0]}x{site.grid[1]} patch grid"
     if choice.kind == "linear" and params:
         try:
             build_attention(choice, site, params)

