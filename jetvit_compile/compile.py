@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from ._files import atomic_write
 from .api import _as_program, rewrite
 from .errors import JetViTError, RewriteError, UsageError, VerificationError
 from .layout import Layout
+from .profiles.device import describe, device_fingerprint, device_key
 from .targets import AUTO_ORDER, TARGETS, CompileSettings, Compiled
 
 TOLERANCE = 1e-3  # float32 backends reorder sums; a real lowering bug is orders of magnitude larger
@@ -42,15 +42,6 @@ def _candidates(target: str) -> list[str]:
     if target not in TARGETS:
         raise UsageError(f"unknown target {target!r}; choose auto or one of: {', '.join(AUTO_ORDER)}")
     return [target]
-
-
-def _device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    return f"{platform.processor() or 'CPU'} ({os.cpu_count()} cores)"
 
 
 def compile(  # noqa: A001 - the verb users expect, as in torch.compile / torch_tensorrt.compile
@@ -122,7 +113,8 @@ def _save(result: CompileResult, folder: Path, layout: Layout, inputs) -> dict:
         "target": result.target,
         "files": files,
         "versions": _versions(),
-        "device": _device_name(),
+        "device": describe(device_fingerprint()),
+        "device_key": device_key(),
         "layout": str(layout),
         "passes": result.summary,
         "input_shapes": [list(x.shape) for x in inputs],

