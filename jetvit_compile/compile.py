@@ -17,6 +17,7 @@ from .layout import Layout
 from .profiles.device import describe, device_fingerprint, device_key
 from .targets import AUTO_ORDER, TARGETS, CompileSettings, Compiled
 
+ARTIFACT_NAMES = ("model.pt2", "model.onnx", "model.ep", "model.so", "manifest.json")  # what targets write
 TOLERANCE = 1e-3  # float32 backends reorder sums; a real lowering bug is orders of magnitude larger
 
 
@@ -64,7 +65,7 @@ def compile(  # noqa: A001 - the verb users expect, as in torch.compile / torch_
     skipped: list[tuple[str, str]] = []
     for name in _candidates(target):
         ok, why = TARGETS[name].available()
-        if ok and target == "auto" and not getattr(TARGETS[name], "auto", True):
+        if ok and target == "auto" and not TARGETS[name].auto:
             ok, why = False, "not chosen by auto (untuned kernels are slower than ONNX Runtime); ask for it by name"
         if not ok:
             skipped.append((name, why))

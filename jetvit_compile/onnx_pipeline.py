@@ -22,6 +22,14 @@ from .timing import interleaved
 Grid = tuple[int, int]
 
 
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsageError("onnxruntime is not installed: pip install 'jetvit-compile[cpu]' (or [gpu])") from None
+    return onnxruntime
+
+
 def prepare(model: str | os.PathLike | ir.Model, input_shapes: str | dict | None = None) -> ir.Model:
     """An ``ir.Model`` read from ``model`` with ``input_shapes`` (``NAME:1x3xHxW``) applied."""
     m = model if isinstance(model, ir.Model) else load_model(model)
@@ -55,7 +63,7 @@ def input_feed(model: ir.Model, seed: int = 0) -> dict[str, np.ndarray]:
         shape = _concrete_shape(value)
         if len(shape) == 4 and shape[1] == 3:
             image = load_image(photo_paths(limit=1)[0], (shape[2], shape[3])).numpy()
-            feed[value.name] = np.broadcast_to(image, shape).astype(np.float32).copy()
+            feed[value.name] = np.broadcast_to(image, shape).astype(value.dtype.numpy()).copy()
         else:
             feed[value.name] = rng.standard_normal(shape).astype(value.dtype.numpy())
     return feed
@@ -87,8 +95,9 @@ def bench_onnx(
     repeat: int = 10,
 ) -> list[LayoutResult]:
     """Latency (ONNX Runtime, CPU provider) of each model, ratio to the first, output fidelity to the first."""
-    import onnxruntime as ort
+    import torch
 
+    ort = _onnxruntime()
     sessions = []
     for p in paths:
         model = prepare(p, input_shapes)
@@ -99,21 +108,24 @@ def bench_onnx(
     if len(image_input) != 1:
         raise UnsupportedModelError("bench feeds one image input; these models have "
                                     f"{[v.name for v in image_input]}")
-    name = image_input[0].name
-    shape = _concrete_shape(image_input[0])
-    if len(shape) != 4:
-        raise UnsupportedModelError(f"bench feeds images [B, 3, H, W]; input {name!r} has shape {shape}")
+    value = image_input[0]
+    shape = _concrete_shape(value)
+    if len(shape) != 4 or shape[1] != 3:
+        raise UnsupportedModelError(f"bench feeds images [B, 3, H, W]; input {value.name!r} has shape {shape}")
+    for label, session, _ in sessions[1:]:
+        if [i.name for i in session.get_inputs()] != [value.name]:
+            raise UsageError(f"{label} does not take the single input {value.name!r} of {sessions[0][0]}: "
+                             "bench compares models with the same interface (an original and its rewrites)")
     photos = (images_in(images) if images else photo_paths())[:max_images]
-    feeds = [{name: np.broadcast_to(load_image(p, shape[2:]).numpy(), shape).copy()} for p in photos]
-    runs = [lambda s=s: s.run(None, feeds[0]) for _, s, _ in sessions]
-    latencies = interleaved(runs, repeat=repeat)
-    import torch
-
+    dtype = value.dtype.numpy()
+    feeds = [{value.name: np.broadcast_to(load_image(p, shape[2:]).numpy(), shape).astype(dtype)} for p in photos]
+    # outputs first: a mismatch is reported before any time is spent on timing
     outputs = [[torch.from_numpy(s.run(None, f)[0]) for f in feeds] for _, s, _ in sessions]
     for (label, _, _), outs in zip(sessions[1:], outputs[1:]):
         if outs[0].shape != outputs[0][0].shape:
             raise UsageError(f"{label} returns {tuple(outs[0].shape)}, {sessions[0][0]} {tuple(outputs[0][0].shape)}: "
                              "bench compares models with the same output (e.g. an original and its rewrites)")
+    latencies = interleaved([lambda s=s: s.run(None, feeds[0]) for _, s, _ in sessions], repeat=repeat)
     base = latencies[0].median_s
     return [
         LayoutResult(label, {}, lat, base / lat.median_s, compare(outputs[0], outs) if i else None)

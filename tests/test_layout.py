@@ -70,3 +70,34 @@ def test_choice_strings_round_trip():
     for text in ["full", "window:7", "linear:relu", "linear:jetvit"]:
         assert str(parse_choice(text)) == text
     assert parse_choice("window:7") == Choice("window", window=7)
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"schema": "jetvit-layout", "version": 1}', "must be a list of strings"),
+    ('{"schema": "jetvit-layout", "version": 1, "choices": [1, 2]}', "must be a list of strings"),
+    ('{"schema": "jetvit-layout", "version": 1, "choices": ["full"], "params": "l.safetensors"}', "not a readable"),
+])
+def test_malformed_layout_files_are_usage_errors(tmp_path, content, message):
+    (tmp_path / "l.safetensors").write_bytes(b"garbage")
+    p = tmp_path / "l.json"
+    p.write_text(content)
+    with pytest.raises(UsageError, match=message):
+        Layout.load(p)
+
+
+def test_layout_path_that_is_a_folder_and_spaced_overrides(tmp_path):
+    with pytest.raises(UsageError, match="cannot read layout file"):
+        Layout.load(tmp_path)
+    with pytest.raises(UsageError, match="choice@i,j"):
+        Layout.parse("window:14;full@5 11")
+    assert Layout.parse("window:14;full@ 5, 11").resolve(12)[11] == FULL
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    path = Layout(choices=[FULL]).save(tmp_path / "l.json")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -33,6 +33,6 @@ def build_attention(choice: Choice, site: AttentionSite, params: dict[str, torch
         module = ReLULinearAttention()
     else:
         module = JetViTAttention(site.num_heads, site.head_dim, site.grid, site.num_prefix_tokens)
-    if params:
-        module.load_state_dict(params)
+    if params and module.state_dict():  # parameters learned for a block of this kind (a layout may carry
+        module.load_state_dict(params)  # them for sites that now take another choice: those are ignored)
     return module

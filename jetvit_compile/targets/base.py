@@ -22,18 +22,15 @@ class CompileSettings:
     min_block_size: int = 5  # smallest subgraph TensorRT takes over
     workspace_size: int = 1 << 30  # bytes of TensorRT builder workspace
     timing_cache_path: str | None = None  # TensorRT timing cache, reused across builds
-    enabled_precisions: tuple[str, ...] = ()  # empty: follow the model's dtype
     attention_in_fp32: bool = True  # keep softmax scores in float32 (fp16 scores overflow at high res)
     optimization_level: int | None = None  # TensorRT builder optimisation level
     torch_compile_mode: str | None = None  # torch.compile(mode=...)
-    device: str = "cpu"
 
 
 class Compiled(abc.ABC):
     """A model lowered by one target: call it, save it, time it."""
 
     target: str
-    files: tuple[str, ...] = ()  # artifact file names written by save()
 
     @abc.abstractmethod
     def __call__(self, *inputs: torch.Tensor) -> Any: ...
@@ -43,12 +40,18 @@ class Compiled(abc.ABC):
         """Write the deployable artifact into ``folder``; return the file names."""
 
     def benchmark(self, *inputs: torch.Tensor, repeat: int = 10, warmup: int = 2) -> Latency:
+        def run():
+            self(*inputs)
+            if torch.cuda.is_available():  # GPU work is asynchronous: time it to completion
+                torch.cuda.synchronize()
+
         with torch.no_grad():
-            return measure(lambda: self(*inputs), repeat=repeat, warmup=warmup)
+            return measure(run, repeat=repeat, warmup=warmup)
 
 
 class Target(abc.ABC):
     name: str
+    auto: bool = True  # whether ``target="auto"`` may pick it
 
     @abc.abstractmethod
     def available(self) -> tuple[bool, str]:

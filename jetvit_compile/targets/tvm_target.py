@@ -19,10 +19,10 @@ from .base import CompileSettings, Compiled, Target
 class _TvmCompiled(Compiled):
     target = "tvm"
 
-    def __init__(self, executable, device, kind: str):
+    def __init__(self, executable, device):
         from tvm import relax
 
-        self.executable, self.device, self.kind = executable, device, kind
+        self.executable, self.device = executable, device
         self.vm = relax.VirtualMachine(executable, device)
 
     def __call__(self, *inputs):
@@ -61,4 +61,4 @@ class TVM(Target):
         target = tvm.target.Target({"kind": "llvm", "num-cores": os.cpu_count() or 1} if kind == "llvm" else "cuda")
         module = from_exported_program(program, keep_params_as_input=False)
         executable = tvm.compile(module, target=target)
-        return _TvmCompiled(executable, tvm.cpu() if kind == "llvm" else tvm.cuda(), kind)
+        return _TvmCompiled(executable, tvm.cpu() if kind == "llvm" else tvm.cuda())

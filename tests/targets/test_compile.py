@@ -135,3 +135,12 @@ def test_auto_does_not_pick_untuned_tvm(program):
     result = jc.compile(program, "full")
     assert result.target != "tvm"
     assert "tvm" in dict(result.skipped)
+
+
+def test_cli_compile_never_overwrites_its_input(program, tmp_path):
+    src = tmp_path / "model.pt2"
+    torch.export.save(program, str(src))
+    before = src.read_bytes()
+    r = CliRunner().invoke(main, ["compile", str(src), "--target", "torch", "-o", str(tmp_path)])
+    assert r.exit_code == 2 and "would overwrite the input" in r.output
+    assert src.read_bytes() == before

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 
 import torch
 from torch import fx
@@ -109,7 +110,7 @@ def _match_sdpa(gm: fx.GraphModule, node: fx.Node) -> tuple[FxHandles, float]:
     q, k, v = a["query"], a["key"], a["value"]
     out = node
     if node.target != aten.scaled_dot_product_attention.default:  # tuple-returning variants
-        firsts = [u for u in node.users if u.target is __import__("operator").getitem and u.args[1] == 0]
+        firsts = [u for u in node.users if u.target is operator.getitem and u.args[1] == 0]
         if not firsts:
             raise _Refused("the attention output is never used")
         out = firsts[0]
@@ -196,7 +197,7 @@ def patch_grid(gm: fx.GraphModule) -> tuple[int, int] | None:
         a = bind(n)
         kernel = shape_of(n.args[1])
         stride = list(a.get("stride") or [1])
-        if kernel and len(kernel) == 4 and stride * (2 // len(stride)) == list(kernel[2:]):
+        if kernel and len(kernel) == 4 and max(kernel[2:]) > 1 and stride * (2 // len(stride)) == list(kernel[2:]):
             out = shape_of(n)
             return (int(out[2]), int(out[3])) if out else None
     return None
@@ -221,9 +222,9 @@ def find_attention(gm: fx.GraphModule, grid: tuple[int, int] | None = None) -> t
                 (handles, scale), form = _match_chain(gm, node), "matmul_softmax"
             else:
                 continue
-            qs, ks = shape_of(handles.q), shape_of(handles.v)
-            if not qs or len(qs) != 4 or qs != ks:
-                raise _Refused(f"q {qs} and v {ks} are not both [B, H, N, D] of one shape (cross-attention?)")
+            qs, vs = shape_of(handles.q), shape_of(handles.v)
+            if not qs or len(qs) != 4 or qs != vs:
+                raise _Refused(f"q {qs} and v {vs} are not both [B, H, N, D] of one shape (cross-attention?)")
             if not all(isinstance(s, int) for s in qs):
                 raise _Refused("symbolic shapes: export with a static input size (no dynamic_shapes)")
         except _Refused as e:

@@ -23,33 +23,25 @@ OPSET = 18  # the dynamo exporter's lowest; models below it are upgraded first (
 
 
 class _Adapter(torch.nn.Module):
-    """``(q, k or kᵀ, v)`` in the site's layouts -> the reference module -> output in the site's layout."""
+    """``(q, k or kᵀ, v)`` as ``[B, H, N, D]`` (the site's head-layout values) -> the reference module ->
+    the output in the layout the site's consumers read (``BHND``, or ``BNC`` with heads merged)."""
 
-    def __init__(self, block: torch.nn.Module, heads: int, k_transposed: bool, layout: str):
+    def __init__(self, block: torch.nn.Module, k_transposed: bool, out_layout: str):
         super().__init__()
-        self.block, self.heads, self.k_transposed, self.layout = block, heads, k_transposed, layout
-
-    def _bhnd(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layout == "BHND":
-            return x
-        b, n, c = x.shape
-        return x.reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
+        self.block, self.k_transposed, self.layout = block, k_transposed, out_layout
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q, v = self._bhnd(q), self._bhnd(v)
-        k = k.transpose(-2, -1) if self.k_transposed else self._bhnd(k)
-        out = self.block(q, k, v)
+        out = self.block(q, k.transpose(-2, -1) if self.k_transposed else k, v)
         if self.layout == "BHND":
             return out
         b, h, n, d = out.shape
         return out.transpose(1, 2).reshape(b, n, h * d)
 
 
-def _example(site: AttentionSite, layout: str, transposed: bool = False) -> torch.Tensor:
+def _example(site: AttentionSite, transposed: bool = False) -> torch.Tensor:
     # batch 2, not 1: the exporter would specialise a size-1 dim and fix the batch of the block
     b, h, n, d = 2, site.num_heads, site.tokens, site.head_dim
-    shape = (b, n, h * d) if layout == "BNC" else ((b, h, d, n) if transposed else (b, h, n, d))
-    return torch.zeros(shape, dtype=getattr(torch, site.dtype))
+    return torch.zeros((b, h, d, n) if transposed else (b, h, n, d), dtype=getattr(torch, site.dtype))
 
 
 def replacement_graph(
@@ -65,15 +57,21 @@ def replacement_graph(
     for name, value in graph.initializers.items():
         key = name.removeprefix("block.")
         if key in state:
-            value.const_value = ir.tensor(state[key], name=name)
+            value.const_value = ir.tensor(state.pop(key), name=name)
+    if state:  # a learned value with no initializer would ship the block untrained
+        raise RewriteError(f"site {site.index}: learned parameters {sorted(state)} found no place in the ONNX block")
     return graph
 
 
 @functools.lru_cache(maxsize=64)
 def _export(choice, heads, tokens, head_dim, prefix, grid, scale, dtype, k_transposed, layout) -> ir.Graph:
     site = AttentionSite(0, "", "", heads, head_dim, tokens, prefix, grid, scale, dtype=dtype)
-    adapter = _Adapter(build_attention(choice, site), heads, k_transposed, layout).eval()
-    args = (_example(site, layout), _example(site, layout, k_transposed), _example(site, layout))
+    block = build_attention(choice, site)
+    with torch.no_grad():  # non-zero values: the exporter folds away a zero bias, which then has no initializer
+        for p in block.parameters():
+            p.copy_(torch.full_like(p, 0.01))
+    adapter = _Adapter(block, k_transposed, layout).eval()
+    args = (_example(site), _example(site, k_transposed), _example(site))
     try:
         with warnings.catch_warnings(), _quiet_exporter():
             warnings.simplefilter("ignore")

@@ -54,8 +54,9 @@ def _site_inputs(site: AttentionSite) -> tuple[list[ir.Value], bool]:
     """(q, k or kᵀ, v) values and whether the middle one is kᵀ."""
     h = site.handles
     if h.q is None or h.v is None or (h.k is None and h.k_transposed is None):
-        raise RewriteError(f"site {site.index} ({site.name}): its q/k/v are packed inside a fused op "
-                           "(e.g. MultiHeadAttention with a fused bias); rewrite the unfused model instead")
+        raise RewriteError(f"site {site.index} ({site.name}): its q, k, v are not available as [B, H, N, D] "
+                           "tensors in the graph (packed inside a fused op such as com.microsoft.Attention); "
+                           "rewrite the model before fusing it")
     if h.k is not None:
         return [h.q, h.k, h.v], False
     return [h.q, h.k_transposed, h.v], True
