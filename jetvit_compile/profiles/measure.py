@@ -20,9 +20,8 @@ from ..timing import measure
 from .device import device_key
 from .profile import Profile, check_backend, default_profile_path, site_entry_key
 
-DEFAULT_VARIANTS = ("full", "window:7", "window:14", "linear:relu", "linear:jetvit")
+DEFAULT_VARIANTS = ("full", "window:7", "window:14", "window:14+pool:4", "linear:relu", "linear:jetvit")
 ORT_PROVIDER = "CPUExecutionProvider"
-ONNX_OPSET = 18
 ONNX_IR_VERSION = 10
 
 
@@ -69,10 +68,10 @@ def onnx_block(site: AttentionSite, choice: Choice) -> bytes:
     """The serialized ONNX model (opset 18) of one ``choice`` block at ``site``: inputs q, k, v [B, H, N, D]."""
     import onnx_ir as ir
 
-    from ..passes.onnx.replacement import replacement_graph
+    from ..passes.onnx.replacement import OPSET, replacement_graph
 
     graph = replacement_graph(site, choice, {}, False, "BHND")
-    graph.opset_imports[""] = ONNX_OPSET
+    graph.opset_imports[""] = OPSET
     model = ir.Model(graph, ir_version=ONNX_IR_VERSION, producer_name="jetvit-compile profile")
     return ir.serde.serialize_model(model).SerializeToString()
 

