@@ -7,6 +7,8 @@ With one window covering the whole grid this is exactly full attention.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -34,15 +36,62 @@ def _from_windows(x: torch.Tensor, grid: tuple[int, int], window: int) -> torch.
     return x.reshape(b, h, gh * gw, d)
 
 
-def _key_mask(grid: tuple[int, int], window: int, num_prefix: int, device: torch.device) -> torch.Tensor | None:
-    """``[nWin, P + window²]`` bool mask of real keys, or None when nothing is padded."""
+def _key_bias(grid: tuple[int, int], window: int, shared_bias: torch.Tensor | None, num_shared: int,
+              device: torch.device) -> torch.Tensor | None:
+    """``[nWin, S + window²]`` additive bias: ``shared_bias`` (None: zeros) for the S shared keys, 0 for a
+    window's real keys, -inf for its padding; None when it would be all zeros (the fast, unmasked path).
+    Decided from shapes alone, so that exported graphs have no data-dependent branch."""
     gh, gw = grid
-    if gh % window == 0 and gw % window == 0:
+    if not (gh % window or gw % window) and shared_bias is None:
         return None
-    valid = torch.ones(1, 1, gh * gw, 1, device=device)
-    valid = _to_windows(valid, grid, window)[0, 0, :, :, 0] > 0  # [nWin, w²]
-    prefix = torch.ones(valid.shape[0], num_prefix, dtype=torch.bool, device=device)
-    return torch.cat([prefix, valid], dim=1)
+    if shared_bias is None:
+        shared_bias = torch.zeros(num_shared, device=device)
+    real = _to_windows(torch.ones(1, 1, gh * gw, 1, device=device), grid, window)[0, 0, :, :, 0] > 0
+    window_bias = torch.zeros(real.shape, device=device).masked_fill(~real, -math.inf)
+    return torch.cat([shared_bias.to(device).expand(real.shape[0], -1), window_bias], dim=1)
+
+
+def windowed_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    grid: tuple[int, int],
+    num_prefix: int,
+    window: int,
+    extra_k: torch.Tensor | None = None,
+    extra_v: torch.Tensor | None = None,
+    extra_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Prefix queries attend to every token; a patch query attends to the prefix tokens, to ``extra_k`` /
+    ``extra_v`` (``[B, H, E, D]``, shared by every window, logits raised by ``extra_bias`` ``[E]``) and to its
+    own window."""
+    b, h, n, d = q.shape
+    p = num_prefix
+    patch = slice(p, n)
+    qw, kw, vw = (_to_windows(t[:, :, patch], grid, window) for t in (q, k, v))
+    n_win, w2 = qw.shape[2], qw.shape[3]
+    shared_k, shared_v, shared_bias = k[:, :, :p], v[:, :, :p], None
+    if extra_k is not None:
+        shared_k, shared_v = torch.cat([shared_k, extra_k], dim=2), torch.cat([shared_v, extra_v], dim=2)
+        shared_bias = torch.cat([torch.zeros(p, device=q.device), extra_bias.to(q.device)])
+    s = shared_k.shape[2]
+    if s:
+        kw = torch.cat([shared_k.unsqueeze(2).expand(b, h, n_win, s, d), kw], dim=3)
+        vw = torch.cat([shared_v.unsqueeze(2).expand(b, h, n_win, s, d), vw], dim=3)
+    keys = s + w2
+    bias = _key_bias(grid, window, shared_bias, s, q.device)
+    if bias is not None:
+        bias = bias.to(q.dtype).reshape(1, 1, n_win, 1, keys).expand(1, h, n_win, 1, keys)
+        bias = bias.reshape(1, h * n_win, 1, keys)
+    # windows folded into the head dim: 4-D sdpa takes the fused CPU/GPU kernels, 5-D the slow math path
+    qw, kw, vw = (t.reshape(b, h * n_win, -1, d) for t in (qw, kw, vw))
+    out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=bias, scale=scale)
+    out_patch = _from_windows(out.reshape(b, h, n_win, w2, d), grid, window)
+    if not p:
+        return out_patch
+    out_prefix = F.scaled_dot_product_attention(q[:, :, :p], k, v, scale=scale)
+    return torch.cat([out_prefix, out_patch], dim=2)
 
 
 def window_attention(
@@ -54,28 +103,7 @@ def window_attention(
     num_prefix: int,
     window: int,
 ) -> torch.Tensor:
-    b, h, n, d = q.shape
-    p = num_prefix
-    patch = slice(p, n)
-    qw, kw, vw = (_to_windows(t[:, :, patch], grid, window) for t in (q, k, v))
-    n_win = qw.shape[2]
-    if p:
-        kp = k[:, :, :p].unsqueeze(2).expand(b, h, n_win, p, d)
-        vp = v[:, :, :p].unsqueeze(2).expand(b, h, n_win, p, d)
-        kw, vw = torch.cat([kp, kw], dim=3), torch.cat([vp, vw], dim=3)
-    # windows folded into the head dim: 4-D sdpa takes the fused CPU/GPU kernels, 5-D the slow math path
-    keys = kw.shape[3]
-    qw, kw, vw = (t.reshape(b, h * n_win, -1, d) for t in (qw, kw, vw))
-    mask = _key_mask(grid, window, p, q.device)
-    if mask is not None:
-        mask = mask.reshape(1, 1, n_win, 1, keys).expand(1, h, n_win, 1, keys).reshape(1, h * n_win, 1, keys)
-    out_patch = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=mask, scale=scale)
-    out_patch = out_patch.reshape(b, h, n_win, -1, d)
-    out_patch = _from_windows(out_patch, grid, window)
-    if not p:
-        return out_patch
-    out_prefix = F.scaled_dot_product_attention(q[:, :, :p], k, v, scale=scale)
-    return torch.cat([out_prefix, out_patch], dim=2)
+    return windowed_attention(q, k, v, scale, grid, num_prefix, window)
 
 
 class WindowAttention(torch.nn.Module):

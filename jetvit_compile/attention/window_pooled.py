@@ -8,12 +8,10 @@ Training-free, it keeps most of what global attention computes at a fraction of 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from .window import _from_windows, _key_mask, _to_windows
+from .window import windowed_attention
 
 
 def _pool(x: torch.Tensor, grid: tuple[int, int], pool: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,32 +39,10 @@ def pooled_window_attention(
     window: int,
     pool: int,
 ) -> torch.Tensor:
-    b, h, n, d = q.shape
-    p = num_prefix
-    patch = slice(p, n)
+    patch = slice(num_prefix, q.shape[2])
     k_pool, counts = _pool(k[:, :, patch], grid, pool)
     v_pool, _ = _pool(v[:, :, patch], grid, pool)
-    qw, kw, vw = (_to_windows(t[:, :, patch], grid, window) for t in (q, k, v))
-    n_win, w2 = qw.shape[2], qw.shape[3]
-    # keys of every window: prefix, pooled cells, then the window's own tokens
-    shared_k = torch.cat([k[:, :, :p], k_pool], dim=2).unsqueeze(2).expand(b, h, n_win, -1, d)
-    shared_v = torch.cat([v[:, :, :p], v_pool], dim=2).unsqueeze(2).expand(b, h, n_win, -1, d)
-    kw, vw = torch.cat([shared_k, kw], dim=3), torch.cat([shared_v, vw], dim=3)
-    keys = kw.shape[3]
-    # additive bias: 0 for prefix, log(cell size) for pooled cells, 0 / -inf for real / padded window keys
-    window_ok = _key_mask(grid, window, 0, q.device)
-    window_bias = (torch.zeros(n_win, w2, device=q.device) if window_ok is None
-                   else torch.zeros(n_win, w2, device=q.device).masked_fill(~window_ok, -math.inf))
-    shared_bias = torch.cat([torch.zeros(p, device=q.device), counts.log()]).expand(n_win, -1)
-    bias = torch.cat([shared_bias, window_bias], dim=1).to(q.dtype)
-    bias = bias.reshape(1, 1, n_win, 1, keys).expand(1, h, n_win, 1, keys).reshape(1, h * n_win, 1, keys)
-    qw, kw, vw = (t.reshape(b, h * n_win, -1, d) for t in (qw, kw, vw))
-    out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=bias, scale=scale)
-    out_patch = _from_windows(out.reshape(b, h, n_win, w2, d), grid, window)
-    if not p:
-        return out_patch
-    out_prefix = F.scaled_dot_product_attention(q[:, :, :p], k, v, scale=scale)
-    return torch.cat([out_prefix, out_patch], dim=2)
+    return windowed_attention(q, k, v, scale, grid, num_prefix, window, k_pool, v_pool, counts.log())
 
 
 class PooledWindowAttention(torch.nn.Module):
