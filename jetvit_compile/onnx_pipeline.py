@@ -53,6 +53,11 @@ def _concrete_shape(value: ir.Value) -> tuple[int, ...]:
     return dims
 
 
+def _photo(path, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A preprocessed photo as an ``[B, 3, H, W]`` array of ``shape`` and ``dtype`` (the batch repeats it)."""
+    return np.broadcast_to(load_image(path, shape[2:]).numpy(), shape).astype(dtype)
+
+
 def input_feed(model: ir.Model, seed: int = 0) -> dict[str, np.ndarray]:
     """One input per graph input: a real photo for ``[1, 3, H, W]`` float images, else seeded noise."""
     feed = {}
@@ -62,8 +67,7 @@ def input_feed(model: ir.Model, seed: int = 0) -> dict[str, np.ndarray]:
             continue
         shape = _concrete_shape(value)
         if len(shape) == 4 and shape[1] == 3:
-            image = load_image(photo_paths(limit=1)[0], (shape[2], shape[3])).numpy()
-            feed[value.name] = np.broadcast_to(image, shape).astype(value.dtype.numpy()).copy()
+            feed[value.name] = _photo(photo_paths(limit=1)[0], shape, value.dtype.numpy())
         else:
             feed[value.name] = rng.standard_normal(shape).astype(value.dtype.numpy())
     return feed
@@ -118,7 +122,7 @@ def bench_onnx(
                              "bench compares models with the same interface (an original and its rewrites)")
     photos = (images_in(images) if images else photo_paths())[:max_images]
     dtype = value.dtype.numpy()
-    feeds = [{value.name: np.broadcast_to(load_image(p, shape[2:]).numpy(), shape).astype(dtype)} for p in photos]
+    feeds = [{value.name: _photo(p, shape, dtype)} for p in photos]
     # outputs first: a mismatch is reported before any time is spent on timing
     outputs = [[torch.from_numpy(s.run(None, f)[0]) for f in feeds] for _, s, _ in sessions]
     for (label, _, _), outs in zip(sessions[1:], outputs[1:]):

@@ -75,3 +75,10 @@ def base_from_measurement(profile: Profile, sites: Sequence[AttentionSite], full
                       f"measured {full_model_ms:.3g} ms of the whole model (base {base:.3g} ms); check that "
                       "both were measured with the same backend, threads and input size", stacklevel=2)
     return base
+
+
+def flop_speedup_bound(tokens: int, width: int) -> float:
+    """JETVIT.md's bound 1 + N/(6d): the whole-model FLOP speedup if attention cost nothing (per block,
+    projections + MLP cost 24·N·d², the attention core 4·N²·d)."""
+    return 1 + tokens / (6 * width)
+

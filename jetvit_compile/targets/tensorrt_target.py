@@ -40,8 +40,8 @@ class _TrtCompiled(Compiled):
         self.module, self.inputs = module, inputs
 
     def __call__(self, *inputs):
-        with torch.no_grad():
-            return self.module(*inputs)
+        with torch.no_grad():  # the engine runs on the GPU whatever device the caller's tensors are on
+            return self.module(*(x.cuda() for x in inputs))
 
     def save(self, folder: Path) -> list[str]:
         import torch_tensorrt

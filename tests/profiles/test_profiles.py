@@ -283,3 +283,11 @@ def test_cli_profile_writes_then_reuses(tmp_path):
     assert "6 measured, 0 reused" in first.output and out.is_file()
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "0 measured, 6 reused" in again.output
+
+
+def test_flop_speedup_bound_matches_jetvit_md():
+    from jetvit_compile.profiles.cost_model import flop_speedup_bound
+
+    assert round(flop_speedup_bound(1370, 384), 2) == 1.59  # DINOv2-S at 518 px
+    assert round(flop_speedup_bound(5477, 384), 2) == 3.38  # DINOv2-S at 1036 px
+    assert round(flop_speedup_bound(4101, 1024), 2) == 1.67  # ViT-L/16 at 1024 px
