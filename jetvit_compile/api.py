@@ -7,9 +7,8 @@ import torch
 
 from .errors import UsageError
 from .layout import Layout
-from .sites import AttentionSite
+from .sites import AttentionSite, Grid
 
-Grid = tuple[int, int]
 
 
 def _as_program(model) -> torch.export.ExportedProgram:

@@ -167,11 +167,11 @@ def compile_command(model: str, layout: str, target: str, output: str, min_block
     from .compile import ARTIFACT_NAMES
     from .compile import compile as compile_model
     from .errors import UsageError
-    from .model_files import _is_pt2, _load_pt2
+    from .model_files import is_pt2, load_pt2
     from .onnx_files import check_output_path
     from .targets import CompileSettings
 
-    if not _is_pt2(model):
+    if not is_pt2(model):
         raise UsageError(f"{model}: compile takes a torch.export program saved as .pt2 (ONNX files: use "
                          "`jetvit-compile rewrite` and run the result with ONNX Runtime)")
     check_output_path(output, model)
@@ -179,7 +179,7 @@ def compile_command(model: str, layout: str, target: str, output: str, min_block
         raise UsageError(f"writing into {output} would overwrite the input {model}; choose another output folder")
     settings = CompileSettings(min_block_size=min_block_size, workspace_size=workspace_size,
                                timing_cache_path=timing_cache_path)
-    result = compile_model(_load_pt2(model), layout, target, settings=settings, output=output)
+    result = compile_model(load_pt2(model), layout, target, settings=settings, output=output)
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
         return

@@ -36,8 +36,14 @@ def evaluate_layouts(
     with torch.no_grad():
         latencies = interleaved([lambda m=m: m(inputs[0]) for _, _, m in models], repeat=repeat)
         outputs = [[output(m(x)) for x in inputs] for _, _, m in models]
+    return side_by_side([(name, summary) for name, summary, _ in models], latencies, outputs)
+
+
+def side_by_side(labels: list[tuple[str, dict[str, int]]], latencies: list[Latency],
+                 outputs: list[list[torch.Tensor]]) -> list[LayoutResult]:
+    """Rows against the first model: speedup of each median, fidelity of each model's outputs."""
     base = latencies[0].median_s
     return [
         LayoutResult(name, summary, lat, base / lat.median_s, compare(outputs[0], outs) if i else None)
-        for i, ((name, summary, _), lat, outs) in enumerate(zip(models, latencies, outputs))
+        for i, ((name, summary), lat, outs) in enumerate(zip(labels, latencies, outputs))
     ]

@@ -5,16 +5,15 @@ import os
 from pathlib import Path
 
 from .errors import UsageError
-from .sites import AttentionSite
-
-Grid = tuple[int, int]
+from .sites import AttentionSite, Grid
 
 
-def _is_pt2(path: str | os.PathLike) -> bool:
+
+def is_pt2(path: str | os.PathLike) -> bool:
     return Path(path).suffix == ".pt2"
 
 
-def _load_pt2(path: str | os.PathLike):
+def load_pt2(path: str | os.PathLike):
     import torch
 
     if not Path(path).is_file():
@@ -35,11 +34,11 @@ def _no_shapes_for_pt2(input_shapes: str | None) -> None:
 
 
 def inspect_file(path: str, input_shapes: str | None = None, grid: Grid | None = None) -> tuple[list[AttentionSite], list[str]]:
-    if _is_pt2(path):
+    if is_pt2(path):
         _no_shapes_for_pt2(input_shapes)
         from .passes.fx.find_attention import find_attention
 
-        return find_attention(_load_pt2(path).module(), grid)
+        return find_attention(load_pt2(path).module(), grid)
     from .onnx_pipeline import inspect_onnx
 
     return inspect_onnx(path, input_shapes, grid)
@@ -47,9 +46,9 @@ def inspect_file(path: str, input_shapes: str | None = None, grid: Grid | None =
 
 def rewrite_file(path: str, layout: str, out: str, input_shapes: str | None = None, grid: Grid | None = None,
                  check: bool = True) -> tuple[dict[str, int], list[float]]:
-    if _is_pt2(path):
+    if is_pt2(path):
         _no_shapes_for_pt2(input_shapes)
-        if not _is_pt2(out):
+        if not is_pt2(out):
             raise UsageError(f"{path} is a torch.export program; write the result as a .pt2 file, not {out}")
         import torch
 
@@ -58,7 +57,7 @@ def rewrite_file(path: str, layout: str, out: str, input_shapes: str | None = No
         from .onnx_files import check_output_path
 
         out_path = check_output_path(out, path)
-        new, summary = rewrite(_load_pt2(path), layout, grid=grid)
+        new, summary = rewrite(load_pt2(path), layout, grid=grid)
         with atomic_write(out_path) as tmp:
             torch.export.save(new, tmp)
         return summary, []

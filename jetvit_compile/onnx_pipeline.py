@@ -8,18 +8,16 @@ import numpy as np
 import onnx_ir as ir
 
 from .errors import UnsupportedModelError, UsageError
-from .evaluate import LayoutResult
-from .fidelity import compare
+from .evaluate import LayoutResult, side_by_side
 from .images import images_in, load_image, photo_paths
 from .layout import Layout
 from .onnx_files import check_output_path, load_model, save_model
 from .passes.onnx import find_attention, set_input_shapes
 from .passes.onnx.rewrite import rewrite_onnx
 from .passes.onnx.verify import verify
-from .sites import AttentionSite
+from .sites import AttentionSite, Grid
 from .timing import interleaved
 
-Grid = tuple[int, int]
 
 
 def _onnxruntime():
@@ -130,8 +128,4 @@ def bench_onnx(
             raise UsageError(f"{label} returns {tuple(outs[0].shape)}, {sessions[0][0]} {tuple(outputs[0][0].shape)}: "
                              "bench compares models with the same output (e.g. an original and its rewrites)")
     latencies = interleaved([lambda s=s: s.run(None, feeds[0]) for _, s, _ in sessions], repeat=repeat)
-    base = latencies[0].median_s
-    return [
-        LayoutResult(label, {}, lat, base / lat.median_s, compare(outputs[0], outs) if i else None)
-        for i, ((label, _, _), lat, outs) in enumerate(zip(sessions, latencies, outputs))
-    ]
+    return side_by_side([(label, {}) for label, _, _ in sessions], latencies, outputs)

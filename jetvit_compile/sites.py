@@ -5,6 +5,9 @@ import dataclasses
 from typing import Any
 
 
+Grid = tuple[int, int]  # patch rows, columns
+
+
 @dataclasses.dataclass(frozen=True)
 class AttentionSite:
     """One attention computation ``softmax(q kᵀ · scale) v`` found in a graph.

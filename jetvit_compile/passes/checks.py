@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 
 from ..attention import build_attention
-from ..errors import UsageError
+from ..errors import UnsupportedModelError, UsageError
 from ..layout import Choice
 from ..sites import AttentionSite
 
@@ -46,6 +46,14 @@ def _sites(indices: list[int]) -> str:
     if indices == list(range(indices[0], indices[-1] + 1)):
         return f"sites {indices[0]}-{indices[-1]}"
     return "sites " + ",".join(map(str, indices))
+
+
+def require_sites(sites: list[AttentionSite], refused: list[str], looked_for: str) -> list[AttentionSite]:
+    """``sites``, or one error saying what was looked for and why each candidate was refused."""
+    if not sites:
+        why = ("; refused: " + "; ".join(refused)) if refused else ""
+        raise UnsupportedModelError(f"no attention found in the graph (looked for {looked_for}){why}")
+    return sites
 
 
 # pass name per choice kind, shared by both IRs so that their summaries read the same

@@ -105,18 +105,6 @@ class Profile:
     def add(self, key: str, median_ms: float, p90_ms: float, runs: int) -> None:
         self.entries[key] = {"median_ms": float(median_ms), "p90_ms": float(p90_ms), "runs": int(runs)}
 
-    def block_ms(self, site: AttentionSite, variant: Choice | str) -> float:
-        """Median ms of ``variant`` at ``site``; a UsageError that says how to measure it when missing."""
-        entry = self.get(site, variant)
-        if entry is None:
-            raise UsageError(
-                f"the {self.backend} profile of {self.device_key} has no entry for {variant_name(variant)} at "
-                f"site {site.index} ({site_entry_key(site, variant)}); measure it with "
-                f"jetvit_compile.profiles.profile_sites(sites, variants=[{variant_name(variant)!r}], "
-                f"backend={self.backend!r}, profile=profile) or: jetvit-compile profile MODEL --target {self.backend}"
-            )
-        return entry["median_ms"]
-
     # -- JSON ---------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {

@@ -4,22 +4,16 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from ...errors import RewriteError, UnsupportedModelError
+from ...errors import RewriteError
 from ...layout import Layout
 from ...sites import AttentionSite, architecture_fingerprint
+from ..checks import require_sites
 from .find_attention import find_attention
 from .pipeline import run_passes
 
 
 def sites_of(gm: fx.GraphModule, grid: tuple[int, int] | None = None) -> list[AttentionSite]:
-    sites, refused = find_attention(gm, grid)
-    if not sites:
-        why = ("; refused: " + "; ".join(refused)) if refused else ""
-        raise UnsupportedModelError(
-            "no attention found in the graph (looked for scaled_dot_product_attention and "
-            f"matmul-softmax-matmul chains){why}"
-        )
-    return sites
+    return require_sites(*find_attention(gm, grid), "scaled_dot_product_attention and matmul-softmax-matmul chains")
 
 
 def rewrite_module(

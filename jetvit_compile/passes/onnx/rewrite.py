@@ -5,16 +5,16 @@ converter, because the replacement blocks are exported at opset 18.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-import dataclasses
-
-from ...errors import RewriteError, UnsupportedModelError
+from ...errors import RewriteError
 from ...layout import Choice, Layout
 from ...sites import AttentionSite, architecture_fingerprint
-from ..checks import PASS_NAMES, check_all
+from ..checks import PASS_NAMES, check_all, require_sites
 from .find_attention import find_attention
 from .replacement import OPSET, replacement_graph
 from .splice import splice
@@ -42,12 +42,8 @@ def upgrade_opset(model: ir.Model, opset: int = OPSET) -> ir.Model:
 
 
 def sites_of(model: ir.Model, grid: tuple[int, int] | None = None) -> list[AttentionSite]:
-    sites, refused = find_attention(model, grid)
-    if not sites:
-        why = ("; refused: " + "; ".join(refused)) if refused else ""
-        raise UnsupportedModelError(f"no attention found in the ONNX graph (looked for MatMul-Softmax-MatMul, "
-                                    f"Attention and com.microsoft.MultiHeadAttention){why}")
-    return sites
+    return require_sites(*find_attention(model, grid),
+                         "MatMul-Softmax-MatMul, Attention and com.microsoft.MultiHeadAttention in the ONNX graph")
 
 
 def _site_inputs(site: AttentionSite) -> tuple[list[ir.Value], bool]:
