@@ -38,7 +38,8 @@ def _from_windows(x: torch.Tensor, grid: tuple[int, int], window: int) -> torch.
 
 def _key_bias(grid: tuple[int, int], window: int, shared_bias: torch.Tensor | None, num_shared: int,
               device: torch.device) -> torch.Tensor | None:
-    """``[nWin, S + window²]`` additive bias: ``shared_bias`` (None: zeros) for the S shared keys, 0 for a
+    """``[nWin, S + window²]`` additive bias: ``shared_bias`` (``[S]`` or ``[nWin, S]``; None: zeros) for the
+    S shared keys, 0 for a
     window's real keys, -inf for its padding; None when it would be all zeros (the fast, unmasked path).
     Decided from shapes alone, so that exported graphs have no data-dependent branch."""
     gh, gw = grid
@@ -64,8 +65,8 @@ def windowed_attention(
     extra_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Prefix queries attend to every token; a patch query attends to the prefix tokens, to ``extra_k`` /
-    ``extra_v`` (``[B, H, E, D]``, shared by every window, logits raised by ``extra_bias`` ``[E]``) and to its
-    own window."""
+    ``extra_v`` (``[B, H, E, D]``, shared by every window, logits raised by ``extra_bias``: ``[E]``, or
+    ``[nWin, E]`` for a bias per window) and to its own window."""
     b, h, n, d = q.shape
     p = num_prefix
     patch = slice(p, n)
@@ -74,7 +75,8 @@ def windowed_attention(
     shared_k, shared_v, shared_bias = k[:, :, :p], v[:, :, :p], None
     if extra_k is not None:
         shared_k, shared_v = torch.cat([shared_k, extra_k], dim=2), torch.cat([shared_v, extra_v], dim=2)
-        shared_bias = torch.cat([torch.zeros(p, device=q.device), extra_bias.to(q.device)])
+        extra_bias = extra_bias.to(q.device)
+        shared_bias = torch.cat([torch.zeros(*extra_bias.shape[:-1], p, device=q.device), extra_bias], dim=-1)
     s = shared_k.shape[2]
     if s:
         kw = torch.cat([shared_k.unsqueeze(2).expand(b, h, n_win, s, d), kw], dim=3)

@@ -1,12 +1,15 @@
 """Window attention that also attends to pooled global keys: local detail plus global context.
 
 A patch query attends to its window's tokens, to the prefix tokens, and to the keys and values of the
-whole grid average-pooled over ``pool x pool`` cells. Each pooled logit is raised by log(cell size) so that
-a pooled token weighs like the cell of tokens it stands for; cells cut by the grid's edge average and
-weigh only their real tokens. Prefix queries attend to every token, as in plain window attention.
+whole grid average-pooled over ``pool x pool`` cells. Every token counts once: a pooled logit is raised by
+log(number of the cell's tokens outside the query's window), so that a pooled token weighs like the tokens
+it stands for and a cell inside the window (already seen exactly) drops out; cells cut by the grid's edge
+average and weigh only their real tokens. Prefix queries attend to every token, as in window attention.
 Training-free, it keeps most of what global attention computes at a fraction of its cost (JETVIT.md).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -14,19 +17,41 @@ import torch.nn.functional as F
 from .window import windowed_attention
 
 
-def _pool(x: torch.Tensor, grid: tuple[int, int], pool: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B, H, gh*gw, D]`` -> cell means ``[B, H, G, D]`` and cell sizes ``[G]`` (edge cells are smaller)."""
+def _overlaps(length: int, window: int, pool: int) -> list[list[int]]:
+    """Along one axis of ``length`` tokens: ``[window i][cell j]`` = tokens in both (the last of each is cut)."""
+    def span(i: int, size: int) -> range:
+        return range(i * size, min((i + 1) * size, length))
+
+    return [[len(set(span(i, window)) & set(span(j, pool))) for j in range(-(-length // pool))]
+            for i in range(-(-length // window))]
+
+
+def pooled_bias(grid: tuple[int, int], window: int, pool: int) -> torch.Tensor:
+    """``[nWin, G]``: log(tokens of cell G outside window nWin), -inf for cells wholly inside the window.
+    Windows and cells are rectangles, so the 2-D counts are products of the 1-D ones. Built from shapes
+    alone (Python ints): an exported graph holds it as a constant."""
+    (gh, gw), out = grid, []
+    rows, cols = _overlaps(gh, window, pool), _overlaps(gw, window, pool)
+    row_size = [min(pool, gh - j * pool) for j in range(len(rows[0]))]
+    col_size = [min(pool, gw - j * pool) for j in range(len(cols[0]))]
+    for wr in rows:
+        for wc in cols:
+            out.append([math.log(rs * cs - ro * co) if rs * cs > ro * co else -math.inf
+                        for rs, ro in zip(row_size, wr) for cs, co in zip(col_size, wc)])
+    return torch.tensor(out)
+
+
+def _pool(x: torch.Tensor, grid: tuple[int, int], pool: int) -> torch.Tensor:
+    """``[B, H, gh*gw, D]`` -> cell means ``[B, H, G, D]`` (cells cut by the grid's edge average their real tokens)."""
     b, h, _, d = x.shape
     gh, gw = grid
     ph, pw = -gh % pool, -gw % pool
     x = F.pad(x.reshape(b, h, gh, gw, d), (0, 0, 0, pw, 0, ph))
     nh, nw = (gh + ph) // pool, (gw + pw) // pool
     sums = x.reshape(b, h, nh, pool, nw, pool, d).sum(dim=(3, 5)).reshape(b, h, nh * nw, d)
-    rows = torch.full((nh,), float(pool), device=x.device)
-    cols = torch.full((nw,), float(pool), device=x.device)
-    rows[-1], cols[-1] = pool - ph, pool - pw
-    counts = (rows[:, None] * cols[None, :]).reshape(-1)
-    return sums / counts[:, None], counts
+    counts = torch.tensor([min(pool, gh - i * pool) * min(pool, gw - j * pool) for i in range(nh) for j in range(nw)],
+                          dtype=x.dtype, device=x.device)
+    return sums / counts[:, None]
 
 
 def pooled_window_attention(
@@ -40,9 +65,9 @@ def pooled_window_attention(
     pool: int,
 ) -> torch.Tensor:
     patch = slice(num_prefix, q.shape[2])
-    k_pool, counts = _pool(k[:, :, patch], grid, pool)
-    v_pool, _ = _pool(v[:, :, patch], grid, pool)
-    return windowed_attention(q, k, v, scale, grid, num_prefix, window, k_pool, v_pool, counts.log())
+    k_pool, v_pool = _pool(k[:, :, patch], grid, pool), _pool(v[:, :, patch], grid, pool)
+    bias = pooled_bias(grid, window, pool).to(q.device)
+    return windowed_attention(q, k, v, scale, grid, num_prefix, window, k_pool, v_pool, bias)
 
 
 class PooledWindowAttention(torch.nn.Module):
