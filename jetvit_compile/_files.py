@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import UsageError
+
 
 class atomic_write:
     """``with atomic_write(target) as tmp: write(tmp)`` – renamed over ``target`` only on success."""
@@ -25,3 +27,17 @@ class atomic_write:
             os.replace(self.tmp, self.target)
         elif os.path.exists(self.tmp):
             os.unlink(self.tmp)
+
+
+def check_output_path(out: str | os.PathLike, *inputs: str | os.PathLike) -> Path:
+    """The output path, after refusing one that would overwrite an input or cannot be written."""
+    out = Path(out)
+    for src in inputs:
+        if out.resolve() == Path(src).resolve():
+            raise UsageError(f"output {out} is the input model; write the result to another file")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"output folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"output folder {folder} is not writable")
+    return out

@@ -56,3 +56,11 @@ def profile(model, *, target: str = "onnxruntime", variants=None, profile=None, 
     return profile_model(model, variants or DEFAULT_VARIANTS, target, profile, repeat=repeat, progress=progress,
                          grid=grid)
 
+
+def search(model, calib: str | os.PathLike, **options):
+    """Post-Training Attention Search: a per-site layout for ``model`` (ExportedProgram, .pt2 or .onnx path)
+    scored on the photos in ``calib``; see :func:`jetvit_compile.search.run.search` for the options
+    (``min_fidelity``, ``budget_ms``, ``variants``, ``output``, ``report``, ...)."""
+    from .search.run import search as run_search
+
+    return run_search(model, calib, **options)

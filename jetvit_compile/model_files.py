@@ -54,7 +54,7 @@ def rewrite_file(path: str, layout: str, out: str, input_shapes: str | None = No
 
         from ._files import atomic_write
         from .api import rewrite
-        from .onnx_files import check_output_path
+        from ._files import check_output_path
 
         out_path = check_output_path(out, path)
         new, summary = rewrite(load_pt2(path), layout, grid=grid)

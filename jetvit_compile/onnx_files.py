@@ -47,20 +47,6 @@ def _check_external_data(proto: onnx.ModelProto, path: Path) -> None:
             raise UsageError(f"{path}: external data file {location!r} of tensor {tensor.name!r} is missing")
 
 
-def check_output_path(out: str | os.PathLike, *inputs: str | os.PathLike) -> Path:
-    """The output path, after refusing one that would overwrite an input or cannot be written."""
-    out = Path(out)
-    for src in inputs:
-        if out.resolve() == Path(src).resolve():
-            raise UsageError(f"output {out} is the input model; write the result to another file")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise UsageError(f"output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"output folder {folder} is not writable")
-    return out
-
-
 def save_model(model: ir.Model, out: str | os.PathLike) -> Path:
     """Write ``model`` atomically (temp file + rename), weights inline."""
     out = Path(out)

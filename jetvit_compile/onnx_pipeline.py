@@ -11,7 +11,8 @@ from .errors import UnsupportedModelError, UsageError
 from .evaluate import LayoutResult, side_by_side
 from .images import images_in, load_image, photo_paths
 from .layout import Layout
-from .onnx_files import check_output_path, load_model, save_model
+from ._files import check_output_path
+from .onnx_files import load_model, save_model
 from .passes.onnx import find_attention, set_input_shapes
 from .passes.onnx.rewrite import rewrite_onnx
 from .passes.onnx.verify import verify

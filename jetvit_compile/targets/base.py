@@ -25,6 +25,10 @@ class CompileSettings:
     attention_in_fp32: bool = True  # keep softmax scores in float32 (fp16 scores overflow at high res)
     optimization_level: int | None = None  # TensorRT builder optimisation level
     torch_compile_mode: str | None = None  # torch.compile(mode=...)
+    tvm_trials: int = 0  # MetaSchedule trial budget for the tvm target; 0 builds untuned
+    tvm_tune_tasks: int = 8  # tune at most this many tasks: the costliest matmul / conv / attention ones
+    tvm_database: str | None = None  # MetaSchedule database folder; None: per device, beside the profiles
+    tvm_remote: str | None = None  # "host:port/key" of a TVM RPC tracker: tune on that device, not here
 
 
 class Compiled(abc.ABC):

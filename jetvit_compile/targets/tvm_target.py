@@ -1,8 +1,13 @@
 """tvm: Apache TVM Relax from the rewritten ExportedProgram, built for ``llvm`` (CPU) or ``cuda``.
 
-Built untuned: MetaSchedule tuning (trial budget, tuning database kept per device) is not wired in
-yet, and untuned TVM kernels are far slower than ONNX Runtime on a CPU, so ``auto`` does not pick this
-target; ask for it by name. The artifact is the compiled library (``model.so``) plus the VM entry point.
+``settings.tvm_trials > 0`` tunes the costliest kernels with MetaSchedule and keeps the records in a
+database per device, reused by the next compile (see :mod:`.tvm_tuning`); 0 builds untuned. Tuning
+takes minutes and untuned TVM kernels are far slower than ONNX Runtime on a CPU, so ``auto`` does not
+pick this target; ask for it by name. The artifact is the compiled library (``model.so``) plus the VM
+entry point. ``compiled.tuning`` says what tuning did: trials run, seconds, database, tasks, reused,
+and the remote that timed the trials. ``settings.tvm_remote`` (``host:port/key``) tunes on a device
+behind a TVM RPC tracker; ``tvm_remote.remote_latency_ms(compiled.executable, inputs, remote)``
+times the build there (see :mod:`.tvm_remote`).
 """
 from __future__ import annotations
 
@@ -14,15 +19,17 @@ import torch
 
 from .._files import atomic_write
 from .base import CompileSettings, Compiled, Target
+from .tvm_remote import RemoteDevice
+from .tvm_tuning import tune_and_build
 
 
 class _TvmCompiled(Compiled):
     target = "tvm"
 
-    def __init__(self, executable, device):
+    def __init__(self, executable, device, tuning: dict):
         from tvm import relax
 
-        self.executable, self.device = executable, device
+        self.executable, self.device, self.tuning = executable, device, tuning
         self.vm = relax.VirtualMachine(executable, device)
 
     def __call__(self, *inputs):
@@ -42,23 +49,31 @@ class _TvmCompiled(Compiled):
 
 class TVM(Target):
     name = "tvm"
-    auto = False  # untuned kernels lose to ONNX Runtime on CPU; see the module doc
+    auto = False  # tuning takes minutes, untuned kernels lose to ONNX Runtime on CPU; see the module doc
 
     def available(self) -> tuple[bool, str]:
         try:
             import tvm
-            from tvm.relax.frontend.torch import from_exported_program  # noqa: F401
+            import tvm.relax.frontend.torch  # the importer needs torch and more than the core does
         except Exception as e:  # noqa: BLE001 - a broken install raises more than ImportError
             return False, f"apache-tvm does not import ({type(e).__name__}); pip install 'jetvit-compile[tvm]'"
         kind = "cuda" if tvm.cuda().exist else "llvm"
-        return True, f"apache-tvm {tvm.__version__} Relax, {kind}, untuned"
+        return True, f"apache-tvm {tvm.__version__} Relax, {kind}, MetaSchedule tuning when tvm_trials > 0"
 
     def compile(self, program, inputs, settings: CompileSettings) -> Compiled:
         import tvm
         from tvm.relax.frontend.torch import from_exported_program
 
+        if settings.tvm_remote:  # a spec that does not parse fails here even when nothing is tuned
+            RemoteDevice.parse(settings.tvm_remote)
         kind = "cuda" if tvm.cuda().exist else "llvm"
-        target = tvm.target.Target({"kind": "llvm", "num-cores": os.cpu_count() or 1} if kind == "llvm" else "cuda")
+        # from_device reads the GPU's arch and thread limits, which MetaSchedule's GPU rules need
+        target = (tvm.target.Target({"kind": "llvm", "num-cores": os.cpu_count() or 1}) if kind == "llvm"
+                  else tvm.target.Target.from_device(tvm.cuda()))
         module = from_exported_program(program, keep_params_as_input=False)
-        executable = tvm.compile(module, target=target)
-        return _TvmCompiled(executable, tvm.cpu() if kind == "llvm" else tvm.cuda())
+        if settings.tvm_trials > 0:
+            executable, tuning = tune_and_build(module, target, settings)
+        else:
+            executable = tvm.compile(module, target=target)
+            tuning = {"trials": 0, "seconds": 0.0, "database": None, "tasks": 0, "reused": False, "remote": None}
+        return _TvmCompiled(executable, tvm.cpu() if kind == "llvm" else tvm.cuda(), tuning)

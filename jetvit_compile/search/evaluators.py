@@ -1,0 +1,114 @@
+"""Run one model, rewritten by any layout, on images: what the search scores, for either IR.
+
+``TorchEvaluator`` holds a torch.export program and runs its rewrites in torch; ``OnnxEvaluator`` holds an
+ONNX file and runs its rewrites in ONNX Runtime (CPU). Both give the model's first output per image, so
+fidelity is judged on the real output, and both know the model's sites and input size.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+from ..errors import UnsupportedModelError, UsageError
+from ..layout import Layout
+from ..sites import AttentionSite
+
+
+def _first_tensor(out) -> torch.Tensor:
+    return next(t for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+
+
+def _image_size(shape: tuple, where: str) -> tuple[int, int]:
+    if len(shape) != 4 or shape[1] != 3 or not all(isinstance(d, int) for d in shape[2:]):
+        raise UnsupportedModelError(f"{where}: the search feeds photos as [1, 3, H, W]; the model's input is {shape}"
+                                    " (give a concrete size with --input-shape NAME:1x3xHxW)")
+    return int(shape[2]), int(shape[3])
+
+
+class TorchEvaluator:
+    backend = "torch"
+
+    def __init__(self, program: torch.export.ExportedProgram):
+        from ..passes.fx.program import example_inputs, sites_of
+
+        self.program = program
+        self.sites: list[AttentionSite] = sites_of(program.module())
+        args = example_inputs(program)[0]
+        if len(args) != 1:
+            raise UnsupportedModelError(f"the search feeds one image input; this program takes {len(args)} inputs")
+        self.input_size = _image_size(tuple(args[0].shape), "the program")
+
+    def model(self, layout: Layout | None):
+        """The original, or its rewrite as a GraphModule: the same maths as the re-exported program, and
+        no re-export per layout scored."""
+        from ..passes.fx.program import rewrite_module
+
+        return self.program.module() if layout is None else rewrite_module(self.program, layout)[0]
+
+    def outputs(self, layout: Layout | None, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``layout`` None: the original. Each image is ``[1, 3, H, W]``."""
+        model = self.model(layout)
+        with torch.no_grad():
+            return [_first_tensor(model(x)) for x in images]
+
+
+class OnnxEvaluator:
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, input_shapes: str | None = None):
+        import onnx_ir as ir
+
+        from ..onnx_pipeline import prepare
+        from ..passes.onnx.rewrite import sites_of
+
+        model = prepare(path, input_shapes)
+        inputs = [v for v in model.graph.inputs if v.name not in model.graph.initializers]
+        if len(inputs) != 1:
+            raise UnsupportedModelError(f"{path}: the search feeds one image input; the model has "
+                                        f"{[v.name for v in inputs]}")
+        dims = tuple(inputs[0].shape or ())
+        dims = (1, *dims[1:]) if dims and not isinstance(dims[0], int) else dims  # a symbolic batch runs as 1
+        self.input_size = _image_size(dims, str(path))
+        self.input_name, self.dtype = inputs[0].name, inputs[0].dtype.numpy()
+        self.sites: list[AttentionSite] = sites_of(model)
+        self._blob = ir.serde.serialize_model(model).SerializeToString()  # each rewrite starts from a copy
+
+    def _session(self, layout: Layout | None):
+        import onnx
+        import onnx_ir as ir
+        import onnxruntime as ort
+
+        from ..passes.onnx.rewrite import rewrite_onnx
+
+        blob = self._blob
+        if layout is not None:
+            model = ir.serde.deserialize_model(onnx.ModelProto.FromString(self._blob))
+            blob = ir.serde.serialize_model(rewrite_onnx(model, layout)[0]).SerializeToString()
+        return ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+
+    def model(self, layout: Layout | None):
+        session = self._session(layout)
+        return lambda x: torch.from_numpy(session.run(None, {self.input_name: x.numpy().astype(self.dtype)})[0])
+
+    def outputs(self, layout: Layout | None, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        run = self.model(layout)
+        return [run(x) for x in images]
+
+
+def evaluator_for(model, input_shapes: str | None = None):
+    """The evaluator of an ExportedProgram, a ``.pt2`` file or an ONNX file."""
+    if isinstance(model, torch.export.ExportedProgram):
+        if input_shapes:
+            raise UsageError("--input-shape applies to ONNX files; export the torch program at the size you need")
+        return TorchEvaluator(model)
+    if isinstance(model, (str, os.PathLike)):
+        from ..model_files import is_pt2, load_pt2
+
+        if is_pt2(model):
+            if input_shapes:
+                raise UsageError("--input-shape applies to ONNX files; export the torch program at the size you need")
+            return TorchEvaluator(load_pt2(model))
+        return OnnxEvaluator(model, input_shapes)
+    raise UsageError(f"the search takes a torch.export.ExportedProgram or a .pt2 / .onnx file, got {type(model).__name__}")

@@ -1,0 +1,122 @@
+"""The search report: a Markdown page with the chosen layout, every layout the search scored, the
+held-out check and measured speedup, a Pareto plot (predicted latency vs fidelity) and a per-site
+sensitivity heat map (PNG, drawn with matplotlib's file-only Agg backend)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .._files import atomic_write
+
+
+def _pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both latency (lower) and fidelity (higher)."""
+    front = []
+    for i, (ms, fid) in enumerate(points):
+        if not any((m <= ms and f >= fid) and (m < ms or f > fid) for m, f in points):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _figure_pareto(outcome, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evaluated = outcome.result.evaluated
+    points = [(e.predicted_ms, e.fidelity) for e in evaluated]
+    front = _pareto(points)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    ax.scatter([p[0] for p in points], [p[1] for p in points], s=14, c="#9aa5b1", label="layouts scored")
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "-o", c="#1f6feb", ms=4, label="Pareto front")
+    best = outcome.result.best
+    ax.scatter([best.predicted_ms], [best.fidelity], s=90, marker="*", c="#d1242f", zorder=5, label="chosen")
+    ax.axvline(outcome.predicted_ms["original"], ls="--", c="#57606a", lw=1, label="original (predicted)")
+    ax.set_xlabel(f"predicted latency, ms ({outcome.backend} profile)")
+    ax.set_ylabel("fidelity (Pearson r, calibration photos)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _figure_sensitivity(outcome, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(outcome.sensitivity)
+    grid = np.array([outcome.sensitivity[n] for n in names])
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * grid.shape[1] + 2), 0.6 * len(names) + 1.6), dpi=110)
+    im = ax.imshow(1 - grid, aspect="auto", cmap="magma_r", vmin=0)
+    ax.set_xticks(range(grid.shape[1]))
+    ax.set_yticks(range(len(names)), labels=names)
+    ax.set_xlabel("attention site (block)")
+    for (r, c), v in np.ndenumerate(grid):
+        ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=6, color="white" if 1 - v > 0.5 * (1 - grid.min()) else "black")
+    fig.colorbar(im, ax=ax, label="1 - fidelity (this site alone swapped)")
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _markdown(outcome, pareto_png: str, heat_png: str) -> str:
+    r = outcome.result
+    layout = str(outcome.layout)
+    lines = [
+        "# JetViT attention search",
+        "",
+        f"**Chosen layout** ({'meets the target' if r.reached else 'target NOT met, best found'}): `{layout}`",
+        "",
+        r.message + ".",
+        "",
+        f"Backend: {outcome.backend}. Variants, cheapest first: {', '.join(r.ladder)}.",
+        f"Calibration photos ({len(outcome.calibration)}): {', '.join(outcome.calibration)}.",
+        f"Held-out photos ({len(outcome.held_out_photos)}, never seen by the search): {', '.join(outcome.held_out_photos)}.",
+        *[f"{n}" for n in outcome.notes],
+        "",
+        "## Result on held-out photos",
+        "",
+        "| layout | fidelity (held-out) | measured ms | speedup | predicted ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    orig = outcome.measured_ms["original"]
+    lines.append(f"| original | 1.0000 | {orig:.1f} | 1.00x | {outcome.predicted_ms['original']:.1f} |")
+    lines.append(f"| `{layout}` | {outcome.held_out[layout]:.4f} | {outcome.measured_ms[layout]:.1f} | "
+                 f"{orig / outcome.measured_ms[layout]:.2f}x | {outcome.predicted_ms[layout]:.1f} |")
+    for text, fid in outcome.held_out.items():
+        if text != layout:
+            lines.append(f"| `{text.split(',')[0]}` everywhere | {fid:.4f} | | | |")
+    lines += ["", f"![Pareto front]({pareto_png})", "", "## Per-site sensitivity", "",
+              "Fidelity on calibration photos with one site swapped to the variant and every other site full.", "",
+              f"![sensitivity heat map]({heat_png})", "",
+              "| variant | " + " | ".join(str(i) for i in range(len(next(iter(outcome.sensitivity.values()), [])))) + " |",
+              "|---|" + "---:|" * len(next(iter(outcome.sensitivity.values()), []))]
+    for name, row in outcome.sensitivity.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    lines += ["", "## Every layout scored", "", "| step | layout | fidelity (calibration) | predicted ms |", "|---:|---|---:|---:|"]
+    for e in r.evaluated:
+        lines.append(f"| {e.step} | `{','.join(e.choices)}` | {e.fidelity:.4f} | {e.predicted_ms:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(outcome, folder: str | os.PathLike) -> Path:
+    """Write ``report.md``, ``pareto.png`` and ``sensitivity.png`` into ``folder``; return the Markdown's path."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        from ..errors import UsageError
+
+        raise UsageError(f"report folder {folder} is a file; give a folder for the report")
+    folder.mkdir(parents=True, exist_ok=True)
+    _figure_pareto(outcome, folder / "pareto.png")
+    _figure_sensitivity(outcome, folder / "sensitivity.png")
+    path = folder / "report.md"
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(_markdown(outcome, "pareto.png", "sensitivity.png"))
+    return path

@@ -1,0 +1,217 @@
+"""Post-Training Attention Search end to end: photos -> split -> reference outputs -> device profile ->
+per-site sensitivity -> beam search -> held-out check -> layout JSON (+ report).
+
+Fidelity is the model's real output (its first output) on calibration photos while searching, and on
+held-out photos, never seen by the search, for the result. Latency is the device profile's cost model for
+the backend the model will be deployed on; the result's speedup is then measured, not predicted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .._files import check_output_path
+from ..errors import UsageError
+from ..fidelity import compare
+from ..images import images_in
+from ..layout import FULL, Choice, Layout, parse_choice
+from ..passes.checks import check_choice
+from ..profiles.cost_model import base_from_measurement, block_times, predict
+from ..profiles.measure import profile_to_file
+from ..profiles.profile import Profile
+from ..sites import architecture_fingerprint
+from ..timing import interleaved
+from . import calibration
+from .beam import SearchResult, beam_search
+from .evaluators import evaluator_for
+
+# cheapest first; window with pooled global keys is the variant that keeps this model's global decisions
+# (README, "what the search finds"); linear:jetvit needs attention transfer and is opt-in (--variants)
+DEFAULT_VARIANTS = ("window:14+pool:4", "window:14+pool:2", "full")
+
+
+@dataclasses.dataclass
+class SearchOutcome:
+    layout: Layout
+    result: SearchResult
+    sensitivity: dict[str, list[float]]  # variant (all rungs but the top) -> [site i alone on it, the rest full]
+    held_out: dict[str, float]  # layout text -> mean Pearson correlation on the held-out photos
+    measured_ms: dict[str, float]  # "original" and the layout: median ms on the backend, interleaved
+    predicted_ms: dict[str, float]
+    backend: str
+    calibration: list[str]
+    held_out_photos: list[str]
+    notes: list[str]
+    layout_path: Path | None = None
+    report_path: Path | None = None
+
+    @property
+    def speedup(self) -> float:
+        return self.measured_ms["original"] / self.measured_ms[str(self.layout)]
+
+
+def _ladder(variants: Sequence[str | Choice], sites) -> list[Choice]:
+    ladder = [v if isinstance(v, Choice) else parse_choice(v) for v in variants]
+    if len(set(ladder)) != len(ladder) or len(ladder) < 2:
+        raise UsageError(f"--variants needs at least two different choices, cheapest first; got {list(map(str, ladder))}")
+    for c in ladder:
+        bad = {check_choice(s, c, {}) for s in sites} - {None}
+        if bad:
+            raise UsageError(f"variant {c} cannot run on this model: {'; '.join(sorted(bad))}")
+        if c.kind == "linear" and c.variant == "jetvit":
+            raise UsageError("linear:jetvit needs attention transfer first (jetvit_compile.search.transfer); "
+                             "the search takes full, window and linear:relu variants")
+    return ladder
+
+
+def _profile(sites, ladder, backend: str, path, force: bool, progress: bool) -> Profile:
+    """This device's profile, extended with whatever the ladder needs; with ``force``, the profile at
+    ``path`` as it is, even from another device (e.g. an edge board's): nothing is measured into it."""
+    variants = list(dict.fromkeys([*ladder, FULL]))
+    if force and path is not None:
+        profile = Profile.load(path, force=True, backend=backend)
+        block_times(profile, sites, [FULL] * len(sites))  # a missing entry is a UsageError naming it
+        for c in variants:
+            block_times(profile, sites, [c] * len(sites))
+        return profile
+    profile, _ = profile_to_file(sites, backend, path, force=False, variants=variants, progress=progress)
+    return profile
+
+
+def _cost_notes(ladder: list[Choice], profile: Profile, sites) -> list[str]:
+    """Where this device's profile disagrees with the ladder's order (cheapest first): a variant that
+    costs as much as full attention or more can only win where it keeps more fidelity, which it does not."""
+    full_ms = sum(block_times(profile, sites, [FULL] * len(sites)))
+    notes = []
+    for c in ladder:
+        ms = sum(block_times(profile, sites, [c] * len(sites)))
+        if c != FULL and ms >= full_ms:
+            notes.append(f"note: on this device and backend {c} is not faster than full attention ({ms:.1f} vs "
+                         f"{full_ms:.1f} ms of attention per image); at this input size the search can gain little")
+    return notes
+
+
+def _latency_runner(evaluator, layout: Layout | None, backend: str, image: torch.Tensor) -> Callable[[], object]:
+    """What to time: the model (original or rewritten) on ``backend``."""
+    if backend == evaluator.backend:
+        run = evaluator.model(layout)
+        return lambda: run(image)
+    if not hasattr(evaluator, "program"):
+        raise UsageError(f"an ONNX file is timed on onnxruntime; --backend {backend} needs a torch.export program")
+    from ..api import rewrite
+    from ..targets import TARGETS, CompileSettings
+
+    rewritten = evaluator.program if layout is None else rewrite(evaluator.program, layout)[0]
+    compiled = TARGETS[backend].compile(rewritten, (image,), CompileSettings())
+    return lambda: compiled(image)
+
+
+def search(
+    model,
+    calib: str | os.PathLike,
+    *,
+    input_shapes: str | None = None,
+    min_fidelity: float | None = None,
+    budget_ms: float | None = None,
+    variants: Sequence[str | Choice] = DEFAULT_VARIANTS,
+    backend: str | None = None,
+    profile: str | os.PathLike | None = None,
+    force_profile: bool = False,
+    held_out: float = 0.5,
+    max_calibration: int | None = 4,
+    max_held_out: int | None = 8,
+    beam: int = 2,
+    moves_per_layout: int | None = 4,
+    max_evaluations: int = 200,
+    repeat: int = 5,
+    output: str | os.PathLike | None = None,
+    report: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> SearchOutcome:
+    """Search a per-site attention layout for ``model`` (ExportedProgram, .pt2 or .onnx) on the photos in
+    ``calib``, under ``min_fidelity`` (mean Pearson correlation of the output) and/or ``budget_ms``.
+
+    ``backend`` (default: onnxruntime for ONNX files, torch for programs) is what latency is profiled and
+    measured on. Writes the layout JSON to ``output`` and a Markdown report into the folder ``report``
+    when given. A target no layout meets is not an error: the outcome says so and holds the best found.
+    """
+    say = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
+    if min_fidelity is None and budget_ms is None:
+        raise UsageError("give a fidelity target (--min-fidelity) or a latency budget (--budget), or both")
+    out_path = None
+    if output is not None:
+        inputs = [model] if isinstance(model, (str, os.PathLike)) else []
+        out_path = check_output_path(output, *inputs)
+        if out_path.suffix != ".json":
+            raise UsageError(f"the layout is written as JSON: name the output *.json, not {out_path.name}")
+    paths = images_in(calib)
+    calib_paths, held_paths = calibration.split(paths, held_out, seed, max_calibration, max_held_out)
+    evaluator = evaluator_for(model, input_shapes)
+    backend = backend or evaluator.backend
+    sites = evaluator.sites
+    ladder = _ladder(variants, sites)
+    notes = [n for n in [calibration.sizes_note(paths, evaluator.input_size)] if n]
+    for n in notes:
+        say(n)
+    calib_images = calibration.load(calib_paths, evaluator.input_size)
+    held_images = calibration.load(held_paths, evaluator.input_size)
+    say(f"search: {len(sites)} sites, {len(calib_paths)} calibration / {len(held_paths)} held-out photos, "
+        f"variants {', '.join(map(str, ladder))}, latency from the {backend} profile")
+
+    prof = _profile(sites, ladder, backend, profile, force_profile, progress)
+    for n in _cost_notes(ladder, prof, sites):
+        say(n)
+        notes.append(n)
+    original_ms = interleaved([_latency_runner(evaluator, None, backend, held_images[0])], repeat=repeat)[0].median_ms
+    base_ms = base_from_measurement(prof, sites, original_ms)
+    reference = evaluator.outputs(None, calib_images)
+    fidelity_cache: dict[str, float] = {}
+
+    def score(choices: list[Choice]) -> float:
+        key = ",".join(map(str, choices))
+        if key not in fidelity_cache:
+            fidelity_cache[key] = compare(reference, evaluator.outputs(Layout(choices=list(choices)), calib_images)).pearson
+        return fidelity_cache[key]
+
+    def cost(choices: list[Choice]) -> float:
+        return predict(prof, sites, list(choices), base_ms)
+
+    sensitivity: dict[str, list[float]] = {}
+    for v in ladder[:-1]:  # the rungs a site can leave: each site alone on v, the rest full
+        sensitivity[str(v)] = [score([v if j == i else FULL for j in range(len(sites))]) for i in range(len(sites))]
+        say(f"search: sensitivity of each site to {v}: " + " ".join(f"{x:.3f}" for x in sensitivity[str(v)]))
+    result = beam_search(len(sites), ladder, score, cost, min_fidelity, budget_ms, beam, max_evaluations,
+                         progress=say if progress else None,
+                         priority=lambda i, rung: 1 - sensitivity.get(str(ladder[rung]), [1.0] * len(sites))[i],
+                         moves_per_layout=moves_per_layout)
+    say(("search: " if result.reached else "search: warning: ") + result.message)
+    layout = Layout(choices=[parse_choice(c) for c in result.best.choices],
+                    fingerprint=architecture_fingerprint(sites))
+    # judged on photos the search never saw: the result, and each single-variant layout for comparison
+    held_ref = evaluator.outputs(None, held_images)
+    judged = [str(layout)] + [",".join([str(v)] * len(sites)) for v in ladder if v != FULL]
+    held = {}
+    for text in dict.fromkeys(judged):
+        held[text] = compare(held_ref, evaluator.outputs(Layout.parse(text), held_images)).pearson
+    runners = [_latency_runner(evaluator, None, backend, held_images[0]),
+               _latency_runner(evaluator, layout, backend, held_images[0])]
+    lat = interleaved(runners, repeat=repeat)
+    outcome = SearchOutcome(
+        layout=layout, result=result, sensitivity=sensitivity, held_out=held,
+        measured_ms={"original": lat[0].median_ms, str(layout): lat[1].median_ms},
+        predicted_ms={"original": cost([FULL] * len(sites)), str(layout): result.best.predicted_ms},
+        backend=backend, calibration=[p.name for p in calib_paths], held_out_photos=[p.name for p in held_paths],
+        notes=notes)
+    if out_path is not None:
+        outcome.layout_path = layout.save(out_path)
+    if report is not None:
+        from .report import write_report
+
+        outcome.report_path = write_report(outcome, report)
+    return outcome
