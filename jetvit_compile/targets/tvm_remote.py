@@ -25,6 +25,7 @@ import statistics
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -150,6 +151,12 @@ def measure_remote(executable, inputs, remote: RemoteDevice | str, repeat: int =
     session = remote.session()
     try:
         return _measure_in(session, executable, inputs, max(repeat, 1), number)
+    except Exception as e:  # noqa: BLE001 - TVM raises its own error types from the remote
+        traceback.clear_frames(e.__traceback__)  # a kept traceback would keep the session open
+        detail = str(e).strip().splitlines()[-1] if str(e).strip() else "no detail"
+        raise RewriteError(
+            f"running the build on TVM remote {remote} failed ({type(e).__name__}: {detail}); check the "
+            "inputs match the compiled model and the remote runs the same architecture") from None
     finally:
         # the server serves one session at a time: end this one now, not whenever the GC gets to it
         del session
@@ -163,7 +170,7 @@ def _measure_in(session, executable, inputs, repeat: int, number: int) -> Remote
     with tempfile.TemporaryDirectory(prefix="jetvit-rpc-") as folder:
         path = Path(folder) / "model.so"
         executable.export_library(str(path))
-        session.upload(path.read_bytes(), path.name)
+        session.upload(bytearray(path.read_bytes()), path.name)
     device = session.cpu()
     vm = relax.VirtualMachine(session.load_module(path.name), device)
     vm.set_input("main", *(tvm.runtime.tensor(_numpy(x), device) for x in inputs))

