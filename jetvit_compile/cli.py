@@ -170,9 +170,10 @@ def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None,
 @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--layout", default="full", show_default=True, help="Layout to apply before lowering.")
 @click.option("--target", default="auto", show_default=True,
-              help="auto, tensorrt, tvm, onnxruntime, torch_compile or torch.")
+              help="auto, tensorrt, tvm, onnxruntime, torch_compile or torch (.onnx files: auto, tensorrt, onnxruntime).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Folder for the artifact and its manifest.json.")
+@_input_shape
 @click.option("--min-block-size", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--workspace-size", default=1 << 30, show_default=True, type=click.IntRange(min=0))
 @click.option("--timing-cache-path", default=None, type=click.Path(dir_okay=False, path_type=str))
@@ -180,31 +181,44 @@ def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None,
               help="MetaSchedule trial budget for --target tvm (0: untuned); records are kept per device and reused.")
 @click.option("--tvm-database", default=None, type=click.Path(file_okay=False, path_type=str),
               help="TVM tuning database folder (default: per device, beside the latency profiles).")
+@click.option("--tvm-remote", default=None, metavar="HOST:PORT/KEY",
+              help="Tune TVM kernels on a remote device through this RPC tracker and device key.")
 @_json
 @_friendly
-def compile_command(model: str, layout: str, target: str, output: str, min_block_size: int, workspace_size: int,
-                    timing_cache_path: str | None, tvm_trials: int, tvm_database: str | None, as_json: bool) -> None:
-    """Rewrite a torch.export program (.pt2), lower it on the best available target, save it with a manifest."""
+def compile_command(model: str, layout: str, target: str, output: str, input_shapes: str | None, min_block_size: int,
+                    workspace_size: int, timing_cache_path: str | None, tvm_trials: int, tvm_database: str | None,
+                    tvm_remote: str | None, as_json: bool) -> None:
+    """Rewrite MODEL (.pt2 torch.export program or .onnx file), lower it on the best available target, and
+    save it with a manifest (.onnx files: ONNX Runtime's TensorRT provider, else ONNX Runtime)."""
     import json
 
     from pathlib import Path
 
     from .compile import ARTIFACT_NAMES
     from .compile import compile as compile_model
+    from .compile_onnx import compile_onnx, onnx_target_candidates
     from .errors import UsageError
     from .model_files import is_pt2, load_pt2
     from ._files import check_output_path
     from .targets import CompileSettings
 
-    if not is_pt2(model):
-        raise UsageError(f"{model}: compile takes a torch.export program saved as .pt2 (ONNX files: use "
-                         "`jetvit-compile rewrite` and run the result with ONNX Runtime)")
+    is_onnx = Path(model).suffix.lower() == ".onnx"
+    if not (is_pt2(model) or is_onnx):
+        raise UsageError(f"{model}: compile takes a torch.export program saved as .pt2 or an .onnx file")
+    if is_onnx:
+        onnx_target_candidates(target)  # a target that does not take ONNX files is refused before any work
+    elif input_shapes:
+        raise UsageError("--input-shape applies to ONNX files; export the torch program at the size you need")
     check_output_path(output, model)
     if Path(model).resolve().parent == Path(output).resolve() and Path(model).name in ARTIFACT_NAMES:
         raise UsageError(f"writing into {output} would overwrite the input {model}; choose another output folder")
     settings = CompileSettings(min_block_size=min_block_size, workspace_size=workspace_size,
-                               timing_cache_path=timing_cache_path, tvm_trials=tvm_trials, tvm_database=tvm_database)
-    result = compile_model(load_pt2(model), layout, target, settings=settings, output=output)
+                               timing_cache_path=timing_cache_path, tvm_trials=tvm_trials, tvm_database=tvm_database,
+                               tvm_remote=tvm_remote)
+    if is_onnx:
+        result = compile_onnx(model, layout, target, input_shapes, settings=settings, output=output)
+    else:
+        result = compile_model(load_pt2(model), layout, target, settings=settings, output=output)
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
         return

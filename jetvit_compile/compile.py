@@ -97,7 +97,8 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for dist in ("jetvit-compile", "torch", "onnxruntime", "onnxruntime-gpu", "torch-tensorrt", "apache-tvm"):
+    for dist in ("jetvit-compile", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "torch-tensorrt", "tensorrt",
+                 "apache-tvm"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -125,6 +126,8 @@ def _save(result: CompileResult, folder: Path, layout: Layout, inputs) -> dict:
     }
     if getattr(result.compiled, "tuning", None) is not None:  # tvm: trials run, seconds, database, reused
         manifest["tuning"] = result.compiled.tuning
+    if getattr(result.compiled, "providers", None) is not None:  # ONNX files: ORT providers, options a deployment reuses
+        manifest["providers"] = result.compiled.providers
     with atomic_write(folder / "manifest.json") as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -150,6 +150,8 @@ def search(
         out_path = check_output_path(output, *inputs)
         if out_path.suffix != ".json":
             raise UsageError(f"the layout is written as JSON: name the output *.json, not {out_path.name}")
+    if report is not None and Path(report).exists() and not Path(report).is_dir():
+        raise UsageError(f"report folder {report} is a file; give a folder for the report")
     paths = images_in(calib)
     calib_paths, held_paths = calibration.split(paths, held_out, seed, max_calibration, max_held_out)
     evaluator = evaluator_for(model, input_shapes)

