@@ -8,41 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
-import torch
 
-from ._files import atomic_write
 from .compile import ARTIFACT_NAMES, TOLERANCE, CompileResult, _save
 from .errors import JetViTError, RewriteError, UsageError, VerificationError
 from .layout import Layout
 from .onnx_pipeline import _onnxruntime, input_feed, prepare
 from .passes.onnx.rewrite import rewrite_onnx
-from .targets.base import CompileSettings, Compiled
-from .targets.ort_providers import CPU_EP, ORT_TARGETS, Chain, available, provider_chain
-
-
-class OrtCompiled(Compiled):
-    """A rewritten ONNX model in an ONNX Runtime session; called with torch tensors or numpy arrays."""
-
-    def __init__(self, target: str, blob: bytes, chain: Chain):
-        ort = _onnxruntime()
-        self.target, self.blob = target, blob
-        self.session = ort.InferenceSession(blob, providers=[p for p, _ in chain],
-                                            provider_options=[o for _, o in chain])
-        used = self.session.get_providers()
-        # the provider options go into the manifest: a deployment builds its session with the same ones
-        self.providers = [{"name": p, "options": o, "loaded": p in used} for p, o in chain]
-        self.names = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, *inputs):
-        feed = {n: (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
-                for n, x in zip(self.names, inputs)}
-        outs = [torch.from_numpy(np.asarray(o)) for o in self.session.run(None, feed)]
-        return outs[0] if len(outs) == 1 else tuple(outs)
-
-    def save(self, folder: Path) -> list[str]:
-        with atomic_write(folder / "model.onnx") as tmp:
-            Path(tmp).write_bytes(self.blob)
-        return ["model.onnx"]
+from .targets.base import CompileSettings
+from .targets.onnxruntime_target import OrtCompiled
+from .targets.ort_providers import CPU_EP, ORT_TARGETS, available, provider_chain
 
 
 def onnx_target_candidates(target: str) -> list[str]:

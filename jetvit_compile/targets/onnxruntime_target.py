@@ -11,20 +11,26 @@ import torch
 from .._files import atomic_write
 from ..errors import RewriteError
 from .base import CompileSettings, Compiled, Target
+from .ort_providers import Chain
 
 
-class _OrtCompiled(Compiled):
-    target = "onnxruntime"
+class OrtCompiled(Compiled):
+    """A rewritten ONNX model in an ONNX Runtime session; called with torch tensors or numpy arrays."""
 
-    def __init__(self, blob: bytes, provider: str):
+    def __init__(self, target: str, blob: bytes, chain: Chain):
         import onnxruntime as ort
 
-        self.blob, self.provider = blob, provider
-        self.session = ort.InferenceSession(blob, providers=[provider])
+        self.target, self.blob = target, blob
+        self.session = ort.InferenceSession(blob, providers=[p for p, _ in chain],
+                                            provider_options=[o for _, o in chain])
+        used = self.session.get_providers()
+        # the provider options go into the manifest: a deployment builds its session with the same ones
+        self.providers = [{"name": p, "options": o, "loaded": p in used} for p, o in chain]
         self.names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, *inputs):
-        feed = {n: x.detach().cpu().numpy() for n, x in zip(self.names, inputs)}
+        feed = {n: (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
+                for n, x in zip(self.names, inputs)}
         outs = [torch.from_numpy(np.asarray(o)) for o in self.session.run(None, feed)]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -60,4 +66,4 @@ class OnnxRuntime(Target):
                 onnx_program = torch.onnx.export(program, inputs, dynamo=True, verbose=False)
         except Exception as e:  # noqa: BLE001 - exporter errors come in many types
             raise RewriteError(f"exporting to ONNX failed: {type(e).__name__}: {e}".splitlines()[0]) from e
-        return _OrtCompiled(onnx_program.model_proto.SerializeToString(), self._provider())
+        return OrtCompiled(self.name, onnx_program.model_proto.SerializeToString(), [(self._provider(), {})])
