@@ -66,7 +66,7 @@ def test_search_finds_a_layout_that_meets_the_target_and_writes_it_with_a_report
 
 def test_a_target_no_layout_meets_returns_the_best_found_and_says_so(program, photos, tmp_path):
     out = jc.search(program, photos, min_fidelity=1.0, variants=["window:8", "window:8+pool:4"], backend="torch",
-                    output=tmp_path / "best.json", max_evaluations=16, **FAST)
+                    output=tmp_path / "best.json", beam=1, moves_per_layout=1, max_evaluations=4, **FAST)
     assert not out.result.reached and "no layout evaluated meets the target" in out.result.message
     assert out.layout_path.is_file(), "the best found is still written"
 
