@@ -59,8 +59,6 @@ def demo(size: int, min_fidelity: float, layouts: tuple[str, ...], calib: str | 
                        calib_images=calib_images, held_out_images=held_out_images, repeat=repeat, output=output)
     for name, why in job.skipped:
         click.echo(f"skipped target {name}: {why}")
-    if job.search_message:
-        click.echo(f"search: {job.search_message}")
     click.echo(f"target {job.target}; fidelity on {job.rows[1].fidelity.images} held-out photos"
                + (" the search never saw" if job.searched else ""))
     click.echo(layout_table(job.rows))
