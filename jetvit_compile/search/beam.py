@@ -51,6 +51,16 @@ def _efficiency(gain: float, extra_ms: float) -> float:
     return gain / extra_ms
 
 
+def check_constraints(min_fidelity: float | None, budget_ms: float | None) -> None:
+    """A UsageError for a missing or impossible constraint (before any model runs)."""
+    if min_fidelity is None and budget_ms is None:
+        raise UsageError("give a fidelity target (--min-fidelity) or a latency budget (--budget), or both")
+    if min_fidelity is not None and not -1 <= min_fidelity <= 1:
+        raise UsageError(f"--min-fidelity is a Pearson correlation, between -1 and 1; got {min_fidelity}")
+    if budget_ms is not None and budget_ms <= 0:
+        raise UsageError(f"--budget is a latency in milliseconds and must be positive; got {budget_ms}")
+
+
 def beam_search(
     num_sites: int,
     ladder: Sequence[Choice],
@@ -70,12 +80,7 @@ def beam_search(
     per-site sensitivity scan); with ``moves_per_layout`` only that many of each layout's moves, the sites
     losing most first, are scored per step, which keeps a step's cost independent of the model's depth.
     """
-    if min_fidelity is None and budget_ms is None:
-        raise UsageError("give a fidelity target (--min-fidelity) or a latency budget (--budget), or both")
-    if min_fidelity is not None and not -1 <= min_fidelity <= 1:
-        raise UsageError(f"--min-fidelity is a Pearson correlation, between -1 and 1; got {min_fidelity}")
-    if budget_ms is not None and budget_ms <= 0:
-        raise UsageError(f"--budget is a latency in milliseconds and must be positive; got {budget_ms}")
+    check_constraints(min_fidelity, budget_ms)
     if len(ladder) < 2 or beam < 1 or max_evaluations < 1:
         raise UsageError("the search needs at least two variants, a beam of at least 1 and one evaluation")
     top = len(ladder) - 1

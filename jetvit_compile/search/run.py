@@ -27,7 +27,7 @@ from ..profiles.profile import Profile
 from ..sites import architecture_fingerprint
 from ..timing import interleaved
 from . import calibration
-from .beam import SearchResult, beam_search
+from .beam import SearchResult, beam_search, check_constraints
 from .evaluators import evaluator_for
 
 # cheapest first; window with pooled global keys is the variant that keeps this model's global decisions
@@ -142,8 +142,7 @@ def search(
     when given. A target no layout meets is not an error: the outcome says so and holds the best found.
     """
     say = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
-    if min_fidelity is None and budget_ms is None:
-        raise UsageError("give a fidelity target (--min-fidelity) or a latency budget (--budget), or both")
+    check_constraints(min_fidelity, budget_ms)
     out_path = None
     if output is not None:
         inputs = [model] if isinstance(model, (str, os.PathLike)) else []

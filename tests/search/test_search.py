@@ -76,6 +76,7 @@ def test_a_target_no_layout_meets_returns_the_best_found_and_says_so(program, ph
     ("three", "too few"),
     ("not-json", "as JSON"),
     ("no-target", "fidelity target"),
+    ("impossible-target", "between -1 and 1"),
     ("bad-variant", "unknown attention choice"),
 ])
 def test_bad_input_is_a_clear_usage_error_and_writes_nothing(program, photos, tmp_path, setup, match):
@@ -92,6 +93,8 @@ def test_bad_input_is_a_clear_usage_error_and_writes_nothing(program, photos, tm
         output = tmp_path / "layout.txt"
     elif setup == "no-target":
         kwargs = dict(variants=VARIANTS)
+    elif setup == "impossible-target":
+        kwargs["min_fidelity"] = 1.5
     elif setup == "bad-variant":
         kwargs["variants"] = ["window:8", "everything"]
     with pytest.raises(UsageError, match=match):
