@@ -168,7 +168,7 @@ def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None,
 @click.argument("model", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--layout", default="full", show_default=True, help="Layout to apply before lowering.")
 @click.option("--target", default="auto", show_default=True,
-              help="auto, tensorrt, tvm, onnxruntime, torch_compile or torch (.onnx files: auto, tensorrt, onnxruntime).")
+              help="auto, tensorrt, tvm, onnxruntime, torch_compile or torch (.onnx files: auto, tensorrt, onnxruntime, tvm).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Folder for the artifact and its manifest.json.")
 @_input_shape

@@ -61,16 +61,33 @@ class TVM(Target):
         return True, f"apache-tvm {tvm.__version__} Relax, {kind}, MetaSchedule tuning when tvm_trials > 0"
 
     def compile(self, program, inputs, settings: CompileSettings) -> Compiled:
-        import tvm
         from tvm.relax.frontend.torch import from_exported_program
 
+        self._check_remote(settings)
+        return self._build(from_exported_program(program, keep_params_as_input=False), settings)
+
+    def compile_onnx(self, model_bytes: bytes, shapes: dict[str, tuple[int, ...]], settings: CompileSettings) -> Compiled:
+        """Relax from an ONNX model (a serialized ``ModelProto``) at concrete input ``shapes``; built and
+        tuned as :meth:`compile` builds a program."""
+        import onnx
+        from tvm.relax.frontend.onnx import from_onnx
+
+        self._check_remote(settings)
+        proto = onnx.ModelProto.FromString(model_bytes)
+        return self._build(from_onnx(proto, shape_dict={k: list(v) for k, v in shapes.items()}), settings)
+
+    @staticmethod
+    def _check_remote(settings: CompileSettings) -> None:
         if settings.tvm_remote:  # a spec that does not parse fails here even when nothing is tuned
             RemoteDevice.parse(settings.tvm_remote)
+
+    def _build(self, module, settings: CompileSettings) -> Compiled:
+        import tvm
+
         kind = "cuda" if tvm.cuda().exist else "llvm"
         # from_device reads the GPU's arch and thread limits, which MetaSchedule's GPU rules need
         target = (tvm.target.Target({"kind": "llvm", "num-cores": os.cpu_count() or 1}) if kind == "llvm"
                   else tvm.target.Target.from_device(tvm.cuda()))
-        module = from_exported_program(program, keep_params_as_input=False)
         if settings.tvm_trials > 0:
             executable, tuning = tune_and_build(module, target, settings)
         else:

