@@ -3,9 +3,9 @@
 by the model's real output and the device profile's latency)."""
 from .beam import SearchResult, beam_search
 from .capture import SiteCapture, capture
-from .run import DEFAULT_VARIANTS, SearchOutcome, default_variants, search
+from .run import SearchOutcome, default_variants, search
 from .sensitivity import Sensitivity, site_sensitivity
 from .transfer import transfer
 
 __all__ = ["SiteCapture", "capture", "transfer", "Sensitivity", "site_sensitivity", "SearchResult", "beam_search",
-           "SearchOutcome", "search", "DEFAULT_VARIANTS", "default_variants"]
+           "SearchOutcome", "search", "default_variants"]

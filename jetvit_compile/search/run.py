@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 import torch
 
 from .._files import check_output_path
-from ..errors import UsageError
 from ..attention.window import tiling_window
+from ..errors import UsageError
 from ..fidelity import compare
 from ..images import images_in
 from ..layout import FULL, Choice, Layout, parse_choice
@@ -33,14 +33,14 @@ from .evaluators import evaluator_for
 
 # cheapest first; window with pooled global keys is the variant that keeps this model's global decisions
 # (README, "what the search finds"); linear:jetvit needs attention transfer and is opt-in (--variants).
-# W is the window that tiles the model's patch grid with the least padding (attention.tiling_window).
-DEFAULT_VARIANTS = ("window:W+pool:4", "window:W+pool:2", "full")
+DEFAULT_POOLS = (4, 2)  # window:W+pool:4, window:W+pool:2, then full
 
 
 def default_variants(grid: tuple[int, int] | None) -> list[str]:
-    """DEFAULT_VARIANTS with the window that fits ``grid`` (a 37x37 grid, 518 px: 19; 74x74, 1036 px: 15)."""
+    """The default ladder, with W the window that tiles ``grid`` with the least padding
+    (attention.tiling_window: a 37x37 grid, 518 px: 19; 74x74, 1036 px: 15; no grid known: 14)."""
     w = tiling_window(grid) if grid else 14
-    return [v.replace("window:W", f"window:{w}") for v in DEFAULT_VARIANTS]
+    return [f"window:{w}+pool:{p}" for p in DEFAULT_POOLS] + ["full"]
 
 
 @dataclasses.dataclass
