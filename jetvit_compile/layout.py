@@ -27,7 +27,8 @@ SCHEMA = "jetvit-layout"
 VERSION = 1
 LINEAR_VARIANTS = ("relu", "jetvit")
 _CHOICE_HELP = ("full, window:<size> (e.g. window:14), window:<size>+pool:<cell> (window plus pooled global "
-                "keys, e.g. window:14+pool:4), linear:relu or linear:jetvit")
+                "keys, e.g. window:14+pool:4), window:<size>+pool:<cell>+route:<cells> (also reads each "
+                "window's top cells token by token, e.g. window:15+pool:4+route:8), linear:relu or linear:jetvit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +39,12 @@ class Choice:
     window: int | None = None
     variant: str | None = None
     pool: int | None = None  # window only: also attend to the grid's keys pooled over pool x pool cells
+    route: int | None = None  # pooled window only: also read each window's top ``route`` cells token by token
 
     def __str__(self) -> str:
         if self.kind == "window":
-            return f"window:{self.window}" + (f"+pool:{self.pool}" if self.pool else "")
+            return (f"window:{self.window}" + (f"+pool:{self.pool}" if self.pool else "")
+                    + (f"+route:{self.route}" if self.route else ""))
         if self.kind == "linear":
             return f"linear:{self.variant}"
         return "full"
@@ -54,12 +57,12 @@ def parse_choice(text: str) -> Choice:
     t = text.strip().lower()
     if t == "full":
         return FULL
-    m = re.fullmatch(r"window:(\d+)(?:\+pool:(\d+))?", t)
+    m = re.fullmatch(r"window:(\d+)(?:\+pool:(\d+)(?:\+route:(\d+))?)?", t)
     if m:
-        size, pool = int(m.group(1)), int(m.group(2)) if m.group(2) else None
-        if size < 1 or (pool is not None and pool < 1):
-            raise UsageError(f"window and pool sizes must be at least 1, got {text!r}")
-        return Choice("window", window=size, pool=pool)
+        size, pool, route = (int(g) if g else None for g in m.groups())
+        if size < 1 or (pool is not None and pool < 1) or (route is not None and route < 1):
+            raise UsageError(f"window, pool and route sizes must be at least 1, got {text!r}")
+        return Choice("window", window=size, pool=pool, route=route)
     m = re.fullmatch(r"linear:(\w+)", t)
     if m and m.group(1) in LINEAR_VARIANTS:
         return Choice("linear", variant=m.group(1))

@@ -17,7 +17,8 @@ def test_inline_forms():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("", "empty layout"), ("window:0", "at least 1"), ("window", "unknown attention choice"),
+    ("", "empty layout"), ("window:0", "at least 1"), ("window:7+pool:4+route:0", "at least 1"),
+    ("window:7+route:2", "unknown attention choice"), ("window", "unknown attention choice"),
     ("full;window:3", "choice@i,j"), ("full,window:3;full@1", "single default"),
 ])
 def test_parse_errors(text, message):
@@ -67,9 +68,10 @@ def test_missing_layout_file(tmp_path):
 
 
 def test_choice_strings_round_trip():
-    for text in ["full", "window:7", "linear:relu", "linear:jetvit"]:
+    for text in ["full", "window:7", "window:7+pool:4", "window:15+pool:4+route:8", "linear:relu", "linear:jetvit"]:
         assert str(parse_choice(text)) == text
     assert parse_choice("window:7") == Choice("window", window=7)
+    assert parse_choice("window:15+pool:4+route:8") == Choice("window", window=15, pool=4, route=8)
 
 
 @pytest.mark.parametrize("content,message", [

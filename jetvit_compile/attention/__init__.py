@@ -13,10 +13,12 @@ from .jetvit import DynamicDepthwiseConv, JetViTAttention
 from .linear import ReLULinearAttention, relu_linear_attention
 from .window import WindowAttention, window_attention
 from .window_pooled import PooledWindowAttention, pooled_window_attention
+from .window_routed import RoutedWindowAttention, routed_window_attention
 
 __all__ = [
     "FullAttention", "WindowAttention", "ReLULinearAttention", "JetViTAttention", "DynamicDepthwiseConv",
-    "PooledWindowAttention", "full_attention", "window_attention", "pooled_window_attention",
+    "PooledWindowAttention", "RoutedWindowAttention", "full_attention", "window_attention", "pooled_window_attention",
+    "routed_window_attention",
     "relu_linear_attention", "build_attention",
 ]
 
@@ -25,6 +27,9 @@ def build_attention(choice: Choice, site: AttentionSite, params: dict[str, torch
     """The module that computes ``choice`` at ``site``, with learned ``params`` loaded when given."""
     if choice.kind == "full":
         module: torch.nn.Module = FullAttention(site.scale)
+    elif choice.kind == "window" and choice.route:
+        module = RoutedWindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window, choice.pool,
+                                       choice.route)
     elif choice.kind == "window" and choice.pool:
         module = PooledWindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window, choice.pool)
     elif choice.kind == "window":

@@ -1,0 +1,112 @@
+"""Pooled-window attention that also routes each window to its most attended cells, read token by token.
+
+Pooled keys lose what a cell's tokens say one by one: a query's softmax weights inside a cell collapse to
+the cell's mean value (bench/results/pooled_error_1036.md: giving the pooled cells their exact
+within-cell weighting recovers most of the fidelity lost at the sensitive blocks). Here each window
+ranks the pooled cells by the logit its mean query gives them (plus log of the cell's tokens outside the
+window, the pooled bias), and reads its top ``route`` cells exactly: their tokens join the window's keys
+and their pooled token drops out, so every token still counts once. Tokens of a routed cell that lie in
+the window itself (or in the grid's padding) are masked. The ranking is per window and head, computed from
+the block's own q and k: nothing is learned. TopK and Gather in both IRs; cost grows by
+``route * pool²`` keys per window.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .window import _from_windows, _to_windows
+from .window_pooled import _pool, pooled_bias
+
+
+def _real_tokens(grid: tuple[int, int], size: int) -> torch.Tensor:
+    """``[nCells, size²]`` bool: which slots of each ``size x size`` tile of ``grid`` are real (not padding)."""
+    gh, gw = grid
+    return _to_windows(torch.ones(1, 1, gh * gw, 1), grid, size)[0, 0, :, :, 0] > 0
+
+
+def routed_token_bias(grid: tuple[int, int], window: int, pool: int) -> torch.Tensor:
+    """``[nWin, nCells, pool²]``: 0 for a cell's token that is real and outside the window, -inf otherwise.
+    Built from shapes alone: a constant in exported graphs."""
+    gh, gw = grid
+    token = torch.arange(gh * gw, dtype=torch.float32).reshape(1, 1, -1, 1)
+    cell_tokens = _to_windows(token + 1, grid, pool)[0, 0, :, :, 0].long() - 1  # -1: padding
+    win_of = (torch.arange(gh)[:, None] // window * -(-gw // window) + torch.arange(gw)[None, :] // window).flatten()
+    n_win = -(-gh // window) * -(-gw // window)
+    owner = torch.where(cell_tokens >= 0, win_of[cell_tokens.clamp_min(0)], -1)  # [nCells, pool²]
+    keep = (owner[None] != torch.arange(n_win)[:, None, None]) & (cell_tokens >= 0)[None]
+    return torch.zeros(keep.shape).masked_fill(~keep, -math.inf)
+
+
+def routed_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    grid: tuple[int, int],
+    num_prefix: int,
+    window: int,
+    pool: int,
+    route: int,
+) -> torch.Tensor:
+    b, h, n, d = q.shape
+    p = num_prefix
+    patch = slice(p, n)
+    k_pool, v_pool = _pool(k[:, :, patch], grid, pool), _pool(v[:, :, patch], grid, pool)
+    cells, p2 = k_pool.shape[2], pool * pool
+    route = min(route, cells)
+    qw, kw, vw = (_to_windows(t[:, :, patch], grid, window) for t in (q, k, v))
+    n_win, w2 = qw.shape[2], qw.shape[3]
+    real = _real_tokens(grid, window).to(q.device)  # [nWin, w²]
+    pool_bias = pooled_bias(grid, window, pool).to(q.device, q.dtype)  # [nWin, cells]
+
+    # rank the cells by the window's mean logit (logits are linear in q: the mean query's logit)
+    q_mean = qw.sum(3) / real.sum(1).to(q.dtype)[:, None]
+    score = q_mean @ k_pool.transpose(-2, -1) * scale + pool_bias
+    top = score.topk(route, dim=-1).indices  # [B, H, nWin, route]
+
+    # the routed cells' tokens, gathered from every (batch, head)'s cell tiles
+    offset = (torch.arange(b * h, device=q.device) * cells).reshape(b, h, 1, 1)
+    flat = (top + offset).reshape(-1)
+    k_cells, v_cells = (_to_windows(t[:, :, patch], grid, pool).reshape(-1, p2, d) for t in (k, v))
+    k_routed, v_routed = (t.index_select(0, flat).reshape(b, h, n_win, route * p2, d) for t in (k_cells, v_cells))
+    token_bias = routed_token_bias(grid, window, pool).to(q.device, q.dtype).reshape(n_win * cells, p2)
+    win_offset = (torch.arange(n_win, device=q.device) * cells).reshape(1, 1, n_win, 1)
+    routed_bias = token_bias.index_select(0, (top + win_offset).reshape(-1)).reshape(b, h, n_win, route * p2)
+    # a routed cell is read token by token: its pooled stand-in drops out
+    pool_bias = pool_bias.expand(b, h, n_win, cells).scatter(
+        -1, top, torch.full(top.shape, -math.inf, dtype=q.dtype, device=q.device))
+
+    shared_k, shared_v = (torch.cat([t[:, :, :p], pooled], dim=2) for t, pooled in ((k, k_pool), (v, v_pool)))
+    keys = [shared_k.unsqueeze(2).expand(b, h, n_win, p + cells, d), k_routed, kw]
+    values = [shared_v.unsqueeze(2).expand(b, h, n_win, p + cells, d), v_routed, vw]
+    window_bias = torch.zeros(real.shape, dtype=q.dtype, device=q.device).masked_fill(~real, -math.inf)
+    bias = torch.cat([torch.zeros(b, h, n_win, p, dtype=q.dtype, device=q.device), pool_bias, routed_bias,
+                      window_bias.expand(b, h, n_win, w2)], dim=3)
+    # windows folded into the head dim: 4-D sdpa takes the fused kernels
+    out = F.scaled_dot_product_attention(
+        qw.reshape(b, h * n_win, w2, d), torch.cat(keys, dim=3).reshape(b, h * n_win, -1, d),
+        torch.cat(values, dim=3).reshape(b, h * n_win, -1, d), attn_mask=bias.reshape(b, h * n_win, 1, -1),
+        scale=scale)
+    out_patch = _from_windows(out.reshape(b, h, n_win, w2, d), grid, window)
+    if not p:
+        return out_patch
+    out_prefix = F.scaled_dot_product_attention(q[:, :, :p], k, v, scale=scale)
+    return torch.cat([out_prefix, out_patch], dim=2)
+
+
+class RoutedWindowAttention(torch.nn.Module):
+    def __init__(self, scale: float, grid: tuple[int, int], num_prefix: int, window: int, pool: int, route: int):
+        super().__init__()
+        self.scale, self.grid, self.num_prefix = scale, tuple(grid), num_prefix
+        self.window, self.pool, self.route = window, pool, route
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return routed_window_attention(q, k, v, self.scale, self.grid, self.num_prefix, self.window, self.pool,
+                                       self.route)
+
+    def extra_repr(self) -> str:
+        return (f"window={self.window}, pool={self.pool}, route={self.route}, grid={self.grid}, "
+                f"num_prefix={self.num_prefix}")
