@@ -101,10 +101,15 @@ def windowed_attention(
     # windows folded into the head dim: 4-D sdpa takes the fused CPU/GPU kernels, 5-D the slow math path
     qw, kw, vw = (t.reshape(b, h * n_win, -1, d) for t in (qw, kw, vw))
     out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=bias, scale=scale)
-    out_patch = _from_windows(out.reshape(b, h, n_win, w2, d), grid, window)
-    if not p:
+    return with_prefix_rows(q, k, v, scale, p, _from_windows(out.reshape(b, h, n_win, w2, d), grid, window))
+
+
+def with_prefix_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, num_prefix: int,
+                     out_patch: torch.Tensor) -> torch.Tensor:
+    """The patch rows ``out_patch`` after the prefix rows, which are full attention over every token."""
+    if not num_prefix:
         return out_patch
-    out_prefix = F.scaled_dot_product_attention(q[:, :, :p], k, v, scale=scale)
+    out_prefix = F.scaled_dot_product_attention(q[:, :, :num_prefix], k, v, scale=scale)
     return torch.cat([out_prefix, out_patch], dim=2)
 
 

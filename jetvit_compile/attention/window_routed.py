@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .window import _from_windows, _to_windows
+from .window import _from_windows, _to_windows, with_prefix_rows
 from .window_pooled import _pool, pooled_bias
 
 
@@ -90,11 +90,7 @@ def routed_window_attention(
         qw.reshape(b, h * n_win, w2, d), torch.cat(keys, dim=3).reshape(b, h * n_win, -1, d),
         torch.cat(values, dim=3).reshape(b, h * n_win, -1, d), attn_mask=bias.reshape(b, h * n_win, 1, -1),
         scale=scale)
-    out_patch = _from_windows(out.reshape(b, h, n_win, w2, d), grid, window)
-    if not p:
-        return out_patch
-    out_prefix = F.scaled_dot_product_attention(q[:, :, :p], k, v, scale=scale)
-    return torch.cat([out_prefix, out_patch], dim=2)
+    return with_prefix_rows(q, k, v, scale, p, _from_windows(out.reshape(b, h, n_win, w2, d), grid, window))
 
 
 class RoutedWindowAttention(torch.nn.Module):
