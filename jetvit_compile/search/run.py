@@ -107,6 +107,15 @@ def _cost_notes(ladder: list[Choice], profile: Profile, sites) -> list[str]:
     return notes
 
 
+def held_out_note(min_fidelity: float | None, calibration: float, held_out: float, n_calibration: int) -> str | None:
+    """A warning when the layout met the target on the calibration photos but not on the held-out ones."""
+    if min_fidelity is None or calibration < min_fidelity or held_out >= min_fidelity:
+        return None
+    return (f"note: the layout keeps {calibration:.4f} on the {n_calibration} calibration photos but {held_out:.4f} "
+            f"on the held-out photos, under the {min_fidelity} target: raise --min-fidelity by the gap "
+            f"(about {min(1.0, 2 * min_fidelity - held_out):.3f}) or search on more calibration photos")
+
+
 def _latency_runner(evaluator, layout: Layout | None, backend: str, image: torch.Tensor) -> Callable[[], object]:
     """What to time: the model (original or rewritten) on ``backend``."""
     if backend == evaluator.backend:
@@ -211,6 +220,10 @@ def search(
     held = {}
     for text in dict.fromkeys(judged):
         held[text] = compare(held_ref, evaluator.outputs(Layout.parse(text), held_images)).pearson
+    gap = held_out_note(min_fidelity, result.best.fidelity, held[str(layout)], len(calib_paths))
+    if gap:
+        say(gap)
+        notes.append(gap)
     runners = [_latency_runner(evaluator, None, backend, held_images[0]),
                _latency_runner(evaluator, layout, backend, held_images[0])]
     lat = interleaved(runners, repeat=repeat)

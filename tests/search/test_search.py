@@ -57,11 +57,21 @@ def test_search_finds_a_layout_that_meets_the_target_and_writes_it_with_a_report
     # held-out fidelity is measured, not copied from the calibration score
     layout = str(out.layout)
     assert -1 <= out.held_out[layout] <= 1 and out.held_out[layout] != r.best.fidelity
+    assert any("held-out photos, under the 0.99 target" in n for n in out.notes) == (out.held_out[layout] < 0.99)
     assert out.measured_ms["original"] > 0 and out.measured_ms[layout] > 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert layout in report and "Pareto" in report and "| step | layout |" in report
     for png in ("pareto.png", "sensitivity.png"):
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_layout_that_meets_the_target_only_on_calibration_photos_is_flagged():
+    from jetvit_compile.search.run import held_out_note
+
+    note = held_out_note(0.98, 0.981, 0.972, 6)
+    assert "0.9810 on the 6 calibration photos but 0.9720" in note and "about 0.988" in note
+    assert held_out_note(0.98, 0.981, 0.985, 6) is None and held_out_note(0.98, 0.97, 0.96, 6) is None
+    assert held_out_note(None, 0.97, 0.96, 6) is None
 
 
 def test_a_target_no_layout_meets_returns_the_best_found_and_says_so(program, photos, tmp_path):
