@@ -6,8 +6,10 @@ straight to the top rung), scores
 every new layout end to end (``score``: fidelity of the model's real output on calibration images) and
 prices it (``cost``: predicted latency from the device profile), and keeps the ``beam`` layouts that buy
 the most fidelity per millisecond. It stops at the first layouts that meet ``min_fidelity`` (returning the
-fastest of them), or when no move fits ``budget_ms``, or after ``max_evaluations``; then it returns the
-best layout it found and says that the target was not met.
+fastest of them), or when no move fits ``budget_ms``, or after ``max_evaluations``. A climb that moves
+one site at a time can walk past a layout that moves every site together, so each middle rung everywhere
+is scored too when it could beat what the climb found (cheaper than its answer, within the budget).
+Then it returns the best layout found, or the best it saw and says that the target was not met.
 
 Pure: it knows layouts only as rung indices; the caller's ``score`` and ``cost`` run the model.
 """
@@ -136,6 +138,14 @@ def beam_search(
             ranked.append((_efficiency(e.fidelity - p.fidelity, e.predicted_ms - p.predicted_ms), e.fidelity, child))
         ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
         frontier = [child for _, _, child in ranked[:beam]]
+
+    # one middle rung everywhere (rung 0 everywhere is the start, the top rung everywhere the original)
+    bound = min((e.predicted_ms for e in order if meets(e)), default=math.inf) if min_fidelity is not None else math.inf
+    for rung in range(1, top):
+        everywhere = [ladder[rung]] * num_sites
+        if ((rung,) * num_sites not in seen and len(seen) < max_evaluations and cost(everywhere) < bound
+                and (budget_ms is None or cost(everywhere) <= budget_ms)):
+            evaluate((rung,) * num_sites, step + 1)
 
     feasible = [e for e in order if meets(e)]
     if feasible:

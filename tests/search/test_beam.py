@@ -37,6 +37,20 @@ def test_a_budget_bounds_every_layout_and_the_best_within_it_is_returned():
     assert r.best.fidelity == max(e.fidelity for e in r.evaluated if e.predicted_ms <= 19.0)
 
 
+def test_a_rung_everywhere_that_the_one_site_climb_walks_past_is_found():
+    """Sites that only pay off together (errors that cancel): the climb, one site a step, goes to full
+    attention; the middle rung everywhere meets the target for far less."""
+    def together(choices):
+        rungs = [RUNG[str(c)] for c in choices]
+        if rungs == [1] * 4:
+            return 0.99
+        return 0.5 + 0.125 * rungs.count(2)
+
+    r = beam_search(4, LADDER, together, cost, min_fidelity=0.98)
+    assert r.reached and r.best.choices == ("window:4",) * 4
+    assert r.evaluated[-1].choices == ("window:4",) * 4, "scored after the climb"
+
+
 def test_an_unmeetable_target_says_so_and_returns_the_best_found():
     ladder = LADDER[:2]  # no full attention: site 2 can never lose less than 0.1
     r = beam_search(4, ladder, score, cost, min_fidelity=0.95)
