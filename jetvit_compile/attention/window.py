@@ -48,6 +48,18 @@ def _from_windows(x: torch.Tensor, grid: tuple[int, int], window: int) -> torch.
     return x.reshape(b, h, gh * gw, d)
 
 
+def _real_tokens(grid: tuple[int, int], size: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[nTiles, size²]`` bool: which slots of each ``size x size`` tile of ``grid`` (as :func:`_to_windows`
+    cuts it) are real tokens, not padding. From shapes alone: a constant in exported graphs."""
+    return _to_windows(torch.ones(1, 1, grid[0] * grid[1], 1, device=device), grid, size)[0, 0, :, :, 0] > 0
+
+
+def _padding_bias(grid: tuple[int, int], window: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[nWin, window²]``: 0 for a window's real tokens, -inf for its padding."""
+    real = _real_tokens(grid, window, device)
+    return torch.zeros(real.shape, device=device).masked_fill(~real, -math.inf)
+
+
 def _key_bias(grid: tuple[int, int], window: int, shared_bias: torch.Tensor | None, num_shared: int,
               device: torch.device) -> torch.Tensor | None:
     """``[nWin, S + window²]`` additive bias: ``shared_bias`` (``[S]`` or ``[nWin, S]``; None: zeros) for the
@@ -59,9 +71,8 @@ def _key_bias(grid: tuple[int, int], window: int, shared_bias: torch.Tensor | No
         return None
     if shared_bias is None:
         shared_bias = torch.zeros(num_shared, device=device)
-    real = _to_windows(torch.ones(1, 1, gh * gw, 1, device=device), grid, window)[0, 0, :, :, 0] > 0
-    window_bias = torch.zeros(real.shape, device=device).masked_fill(~real, -math.inf)
-    return torch.cat([shared_bias.to(device).expand(real.shape[0], -1), window_bias], dim=1)
+    window_bias = _padding_bias(grid, window, device)
+    return torch.cat([shared_bias.to(device).expand(window_bias.shape[0], -1), window_bias], dim=1)
 
 
 def windowed_attention(

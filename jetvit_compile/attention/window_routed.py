@@ -17,14 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .window import _from_windows, _to_windows, with_prefix_rows
-from .window_pooled import _pool, pooled_bias
-
-
-def _real_tokens(grid: tuple[int, int], size: int) -> torch.Tensor:
-    """``[nCells, size²]`` bool: which slots of each ``size x size`` tile of ``grid`` are real (not padding)."""
-    gh, gw = grid
-    return _to_windows(torch.ones(1, 1, gh * gw, 1), grid, size)[0, 0, :, :, 0] > 0
+from .window import _from_windows, _padding_bias, _real_tokens, _to_windows, with_prefix_rows
+from .window_pooled import pooled_bias
 
 
 def routed_token_bias(grid: tuple[int, int], window: int, pool: int) -> torch.Tensor:
@@ -54,24 +48,26 @@ def routed_window_attention(
     b, h, n, d = q.shape
     p = num_prefix
     patch = slice(p, n)
-    k_pool, v_pool = _pool(k[:, :, patch], grid, pool), _pool(v[:, :, patch], grid, pool)
+    # the cells' tokens (routed cells are read from these) and their means (the pooled keys and values)
+    k_cells, v_cells = (_to_windows(t[:, :, patch], grid, pool) for t in (k, v))  # [B, H, cells, pool², D]
+    cell_size = _real_tokens(grid, pool, q.device).sum(1).to(q.dtype)[:, None]
+    k_pool, v_pool = k_cells.sum(3) / cell_size, v_cells.sum(3) / cell_size
     cells, p2 = k_pool.shape[2], pool * pool
     route = min(route, cells)
     qw, kw, vw = (_to_windows(t[:, :, patch], grid, window) for t in (q, k, v))
     n_win, w2 = qw.shape[2], qw.shape[3]
-    real = _real_tokens(grid, window).to(q.device)  # [nWin, w²]
     pool_bias = pooled_bias(grid, window, pool).to(q.device, q.dtype)  # [nWin, cells]
 
     # rank the cells by the window's mean logit (logits are linear in q: the mean query's logit)
-    q_mean = qw.sum(3) / real.sum(1).to(q.dtype)[:, None]
+    q_mean = qw.sum(3) / _real_tokens(grid, window, q.device).sum(1).to(q.dtype)[:, None]
     score = q_mean @ k_pool.transpose(-2, -1) * scale + pool_bias
     top = score.topk(route, dim=-1).indices  # [B, H, nWin, route]
 
     # the routed cells' tokens, gathered from every (batch, head)'s cell tiles
     offset = (torch.arange(b * h, device=q.device) * cells).reshape(b, h, 1, 1)
     flat = (top + offset).reshape(-1)
-    k_cells, v_cells = (_to_windows(t[:, :, patch], grid, pool).reshape(-1, p2, d) for t in (k, v))
-    k_routed, v_routed = (t.index_select(0, flat).reshape(b, h, n_win, route * p2, d) for t in (k_cells, v_cells))
+    k_routed, v_routed = (t.reshape(-1, p2, d).index_select(0, flat).reshape(b, h, n_win, route * p2, d)
+                          for t in (k_cells, v_cells))
     token_bias = routed_token_bias(grid, window, pool).to(q.device, q.dtype).reshape(n_win * cells, p2)
     win_offset = (torch.arange(n_win, device=q.device) * cells).reshape(1, 1, n_win, 1)
     routed_bias = token_bias.index_select(0, (top + win_offset).reshape(-1)).reshape(b, h, n_win, route * p2)
@@ -82,7 +78,7 @@ def routed_window_attention(
     shared_k, shared_v = (torch.cat([t[:, :, :p], pooled], dim=2) for t, pooled in ((k, k_pool), (v, v_pool)))
     keys = [shared_k.unsqueeze(2).expand(b, h, n_win, p + cells, d), k_routed, kw]
     values = [shared_v.unsqueeze(2).expand(b, h, n_win, p + cells, d), v_routed, vw]
-    window_bias = torch.zeros(real.shape, dtype=q.dtype, device=q.device).masked_fill(~real, -math.inf)
+    window_bias = _padding_bias(grid, window, q.device).to(q.dtype)
     bias = torch.cat([torch.zeros(b, h, n_win, p, dtype=q.dtype, device=q.device), pool_bias, routed_bias,
                       window_bias.expand(b, h, n_win, w2)], dim=3)
     # windows folded into the head dim: 4-D sdpa takes the fused kernels

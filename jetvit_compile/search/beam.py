@@ -142,10 +142,12 @@ def beam_search(
     # one middle rung everywhere (rung 0 everywhere is the start, the top rung everywhere the original)
     bound = min((e.predicted_ms for e in order if meets(e)), default=math.inf) if min_fidelity is not None else math.inf
     for rung in range(1, top):
-        everywhere = [ladder[rung]] * num_sites
-        if ((rung,) * num_sites not in seen and len(seen) < max_evaluations and cost(everywhere) < bound
-                and (budget_ms is None or cost(everywhere) <= budget_ms)):
-            evaluate((rung,) * num_sites, step + 1)
+        everywhere: State = (rung,) * num_sites
+        if everywhere in seen or len(seen) >= max_evaluations:
+            continue
+        ms = cost([ladder[rung]] * num_sites)
+        if ms < bound and (budget_ms is None or ms <= budget_ms):
+            evaluate(everywhere, step + 1)
 
     feasible = [e for e in order if meets(e)]
     if feasible:
