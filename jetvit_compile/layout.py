@@ -28,7 +28,9 @@ VERSION = 1
 LINEAR_VARIANTS = ("relu", "jetvit")
 _CHOICE_HELP = ("full, window:<size> (e.g. window:14), window:<size>+pool:<cell> (window plus pooled global "
                 "keys, e.g. window:14+pool:4), window:<size>+pool:<cell>+route:<cells> (also reads each "
-                "window's top cells token by token, e.g. window:15+pool:4+route:8), linear:relu or linear:jetvit")
+                "window's top cells token by token, e.g. window:15+pool:4+route:8), window:<size>+pool:<cell>[+route:<cells>]"
+                "+global:<tokens> (every window also reads the tokens per head that the image's mean query favours "
+                "most, e.g. window:15+pool:4+global:256), linear:relu or linear:jetvit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +42,13 @@ class Choice:
     variant: str | None = None
     pool: int | None = None  # window only: also attend to the grid's keys pooled over pool x pool cells
     route: int | None = None  # pooled window only: also read each window's top ``route`` cells token by token
+    global_tokens: int | None = None  # pooled window only: every window also reads these many global tokens
 
     def __str__(self) -> str:
         if self.kind == "window":
             return (f"window:{self.window}" + (f"+pool:{self.pool}" if self.pool else "")
-                    + (f"+route:{self.route}" if self.route else ""))
+                    + (f"+route:{self.route}" if self.route else "")
+                    + (f"+global:{self.global_tokens}" if self.global_tokens else ""))
         if self.kind == "linear":
             return f"linear:{self.variant}"
         return "full"
@@ -57,12 +61,12 @@ def parse_choice(text: str) -> Choice:
     t = text.strip().lower()
     if t == "full":
         return FULL
-    m = re.fullmatch(r"window:(\d+)(?:\+pool:(\d+)(?:\+route:(\d+))?)?", t)
+    m = re.fullmatch(r"window:(\d+)(?:\+pool:(\d+)(?:\+route:(\d+))?(?:\+global:(\d+))?)?", t)
     if m:
-        size, pool, route = (int(g) if g else None for g in m.groups())
-        if size < 1 or (pool is not None and pool < 1) or (route is not None and route < 1):
-            raise UsageError(f"window, pool and route sizes must be at least 1, got {text!r}")
-        return Choice("window", window=size, pool=pool, route=route)
+        size, pool, route, tokens = (int(g) if g else None for g in m.groups())
+        if any(n is not None and n < 1 for n in (size, pool, route, tokens)):
+            raise UsageError(f"window, pool, route and global sizes must be at least 1, got {text!r}")
+        return Choice("window", window=size, pool=pool, route=route, global_tokens=tokens)
     m = re.fullmatch(r"linear:(\w+)", t)
     if m and m.group(1) in LINEAR_VARIANTS:
         return Choice("linear", variant=m.group(1))

@@ -27,9 +27,9 @@ def build_attention(choice: Choice, site: AttentionSite, params: dict[str, torch
     """The module that computes ``choice`` at ``site``, with learned ``params`` loaded when given."""
     if choice.kind == "full":
         module: torch.nn.Module = FullAttention(site.scale)
-    elif choice.kind == "window" and choice.route:
+    elif choice.kind == "window" and (choice.route or choice.global_tokens):
         module = RoutedWindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window, choice.pool,
-                                       choice.route)
+                                       choice.route or 0, choice.global_tokens or 0)
     elif choice.kind == "window" and choice.pool:
         module = PooledWindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window, choice.pool)
     elif choice.kind == "window":

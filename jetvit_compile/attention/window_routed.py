@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .global_tokens import select_global_tokens
 from .window import _from_windows, _padding_bias, _real_tokens, _to_windows, with_prefix_rows
 from .window_pooled import pooled_bias
 
@@ -44,43 +45,63 @@ def routed_window_attention(
     window: int,
     pool: int,
     route: int,
+    global_tokens: int = 0,
 ) -> torch.Tensor:
+    """Pooled-window attention with each window's top ``route`` cells (0: none) read token by token, and
+    ``global_tokens`` tokens per head (0: none; :mod:`.global_tokens`) read exactly by every window."""
     b, h, n, d = q.shape
     p = num_prefix
-    patch = slice(p, n)
-    # the cells' tokens (routed cells are read from these) and their means (the pooled keys and values)
-    k_cells, v_cells = (_to_windows(t[:, :, patch], grid, pool) for t in (k, v))  # [B, H, cells, pool², D]
-    cell_size = _real_tokens(grid, pool, q.device).sum(1).to(q.dtype)[:, None]
-    k_pool, v_pool = k_cells.sum(3) / cell_size, v_cells.sum(3) / cell_size
-    cells, p2 = k_pool.shape[2], pool * pool
-    route = min(route, cells)
-    qw, kw, vw = (_to_windows(t[:, :, patch], grid, window) for t in (q, k, v))
-    n_win, w2 = qw.shape[2], qw.shape[3]
+    qp, kp, vp = (t[:, :, p:] for t in (q, k, v))
     pool_bias = pooled_bias(grid, window, pool).to(q.device, q.dtype)  # [nWin, cells]
-
-    # rank the cells by the window's mean logit (logits are linear in q: the mean query's logit)
-    q_mean = qw.sum(3) / _real_tokens(grid, window, q.device).sum(1).to(q.dtype)[:, None]
-    score = q_mean @ k_pool.transpose(-2, -1) * scale + pool_bias
-    top = score.topk(route, dim=-1).indices  # [B, H, nWin, route]
-
-    # the routed cells' tokens, gathered from every (batch, head)'s cell tiles
-    offset = (torch.arange(b * h, device=q.device) * cells).reshape(b, h, 1, 1)
-    flat = (top + offset).reshape(-1)
-    k_routed, v_routed = (t.reshape(-1, p2, d).index_select(0, flat).reshape(b, h, n_win, route * p2, d)
-                          for t in (k_cells, v_cells))
-    token_bias = routed_token_bias(grid, window, pool).to(q.device, q.dtype).reshape(n_win * cells, p2)
-    win_offset = (torch.arange(n_win, device=q.device) * cells).reshape(1, 1, n_win, 1)
-    routed_bias = token_bias.index_select(0, (top + win_offset).reshape(-1)).reshape(b, h, n_win, route * p2)
-    # a routed cell is read token by token: its pooled stand-in drops out
-    pool_bias = pool_bias.expand(b, h, n_win, cells).scatter(
-        -1, top, torch.full(top.shape, -math.inf, dtype=q.dtype, device=q.device))
-
-    shared_k, shared_v = (torch.cat([t[:, :, :p], pooled], dim=2) for t, pooled in ((k, k_pool), (v, v_pool)))
-    keys = [shared_k.unsqueeze(2).expand(b, h, n_win, p + cells, d), k_routed, kw]
-    values = [shared_v.unsqueeze(2).expand(b, h, n_win, p + cells, d), v_routed, vw]
+    n_win, cells, p2 = pool_bias.shape[0], pool_bias.shape[1], pool * pool
+    shared_k, shared_v, shared_bias = [k[:, :, :p]], [v[:, :, :p]], []
+    if global_tokens:
+        picked = select_global_tokens(qp, kp, vp, grid, window, pool, global_tokens)
+        kp, vp = kp * picked.keep.unsqueeze(-1), vp * picked.keep.unsqueeze(-1)
+        # a cell's pooled token stands for its tokens outside the window that are not global tokens
+        pool_bias = torch.log((pool_bias.exp().round() - picked.outside_selected).clamp_min(0))
+        cell_size = _to_windows(picked.keep.unsqueeze(-1), grid, pool).sum(3).clamp_min(1)  # [B, H, cells, 1]
+    else:
+        cell_size = _real_tokens(grid, pool, q.device).sum(1).to(q.dtype)[:, None]
+    # the cells' tokens (routed cells are read from these) and their means (the pooled keys and values)
+    k_cells, v_cells = (_to_windows(t, grid, pool) for t in (kp, vp))  # [B, H, cells, pool², D]
+    k_pool, v_pool = k_cells.sum(3) / cell_size, v_cells.sum(3) / cell_size
+    pool_bias = pool_bias.expand(b, h, n_win, cells)
+    qw, kw, vw = (_to_windows(t, grid, window) for t in (qp, k[:, :, p:], v[:, :, p:]))
+    w2 = qw.shape[3]
+    routed_k, routed_v, routed_bias = [], [], []
+    if route:
+        route = min(route, cells)
+        # rank the cells by the window's mean logit (logits are linear in q: the mean query's logit)
+        q_mean = qw.sum(3) / _real_tokens(grid, window, q.device).sum(1).to(q.dtype)[:, None]
+        top = (q_mean @ k_pool.transpose(-2, -1) * scale + pool_bias).topk(route, dim=-1).indices  # [B,H,nWin,route]
+        # the routed cells' tokens, gathered from every (batch, head)'s cell tiles
+        flat = (top + (torch.arange(b * h, device=q.device) * cells).reshape(b, h, 1, 1)).reshape(-1)
+        routed_k, routed_v = ([t.reshape(-1, p2, d).index_select(0, flat).reshape(b, h, n_win, route * p2, d)]
+                              for t in (k_cells, v_cells))
+        token_bias = routed_token_bias(grid, window, pool).to(q.device, q.dtype).reshape(n_win * cells, p2)
+        win_offset = (torch.arange(n_win, device=q.device) * cells).reshape(1, 1, n_win, 1)
+        bias = token_bias.index_select(0, (top + win_offset).reshape(-1)).reshape(b, h, n_win, route * p2)
+        if global_tokens:  # a global token is read once, as a global token
+            keep = _to_windows(picked.keep.unsqueeze(-1), grid, pool).reshape(-1, p2).index_select(0, flat)
+            bias = bias + torch.log(keep.reshape(b, h, n_win, route * p2))
+        routed_bias = [bias]
+        # a routed cell is read token by token: its pooled stand-in drops out
+        pool_bias = pool_bias.scatter(-1, top, torch.full(top.shape, -math.inf, dtype=q.dtype, device=q.device))
+    shared_k.append(k_pool)
+    shared_v.append(v_pool)
+    shared_bias.append(pool_bias)
+    if global_tokens:
+        shared_k.append(picked.k)
+        shared_v.append(picked.v)
+        shared_bias.append(picked.bias)
+    shared_k, shared_v = torch.cat(shared_k, dim=2), torch.cat(shared_v, dim=2)
+    s = shared_k.shape[2]
+    keys = [shared_k.unsqueeze(2).expand(b, h, n_win, s, d)] + routed_k + [kw]
+    values = [shared_v.unsqueeze(2).expand(b, h, n_win, s, d)] + routed_v + [vw]
     window_bias = _padding_bias(grid, window, q.device).to(q.dtype)
-    bias = torch.cat([torch.zeros(b, h, n_win, p, dtype=q.dtype, device=q.device), pool_bias, routed_bias,
-                      window_bias.expand(b, h, n_win, w2)], dim=3)
+    bias = torch.cat([torch.zeros(b, h, n_win, p, dtype=q.dtype, device=q.device)] + shared_bias + routed_bias
+                     + [window_bias.expand(b, h, n_win, w2)], dim=3)
     # windows folded into the head dim: 4-D sdpa takes the fused kernels
     out = F.scaled_dot_product_attention(
         qw.reshape(b, h * n_win, w2, d), torch.cat(keys, dim=3).reshape(b, h * n_win, -1, d),
@@ -90,15 +111,16 @@ def routed_window_attention(
 
 
 class RoutedWindowAttention(torch.nn.Module):
-    def __init__(self, scale: float, grid: tuple[int, int], num_prefix: int, window: int, pool: int, route: int):
+    def __init__(self, scale: float, grid: tuple[int, int], num_prefix: int, window: int, pool: int, route: int,
+                 global_tokens: int = 0):
         super().__init__()
         self.scale, self.grid, self.num_prefix = scale, tuple(grid), num_prefix
-        self.window, self.pool, self.route = window, pool, route
+        self.window, self.pool, self.route, self.global_tokens = window, pool, route, global_tokens
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return routed_window_attention(q, k, v, self.scale, self.grid, self.num_prefix, self.window, self.pool,
-                                       self.route)
+                                       self.route, self.global_tokens)
 
     def extra_repr(self) -> str:
-        return (f"window={self.window}, pool={self.pool}, route={self.route}, grid={self.grid}, "
-                f"num_prefix={self.num_prefix}")
+        return (f"window={self.window}, pool={self.pool}, route={self.route}, global_tokens={self.global_tokens}, "
+                f"grid={self.grid}, num_prefix={self.num_prefix}")
