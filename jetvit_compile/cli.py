@@ -262,8 +262,8 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
 @click.option("--budget", "budget_ms", type=float, default=None, help="Latency budget in ms (profile's cost model).")
 @click.option("--variants", default=None,
               help="Comma-separated choices the search may give a site, cheapest first [default: window:W+pool:4,"
-                   "window:W+pool:4+route:8,window:W+pool:4+route:32,full, W the window that tiles the patch "
-                   "grid with the least padding].")
+                   "window:W+pool:4+route:8,window:W+pool:4+route:8+global:128,window:W+pool:4+route:32+global:128,"
+                   "full, W the window that tiles the patch grid with the least padding].")
 @click.option("--target", "backend", type=click.Choice(["torch", "onnxruntime"]), default=None,
               help="Backend latency is profiled and measured on [default: onnxruntime for .onnx, torch for .pt2].")
 @click.option("--profile", "profile_path", default=None, type=click.Path(dir_okay=False, path_type=str),

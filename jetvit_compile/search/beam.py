@@ -1,15 +1,17 @@
 """The layout search: a beam search over per-site attention choices, as in the paper (JETVIT.md).
 
-The variants form a ladder from cheapest to dearest (the paper's: linear, window, full). Every site
-starts on the cheapest rung; each step moves one site of each layout in the beam one rung up (or
-straight to the top rung), scores
-every new layout end to end (``score``: fidelity of the model's real output on calibration images) and
-prices it (``cost``: predicted latency from the device profile), and keeps the ``beam`` layouts that buy
-the most fidelity per millisecond. It stops at the first layouts that meet ``min_fidelity`` (returning the
-fastest of them), or when no move fits ``budget_ms``, or after ``max_evaluations``. A climb that moves
-one site at a time can walk past a layout that moves every site together, so each middle rung everywhere
-is scored too when it could beat what the climb found (cheaper than its answer, within the budget).
-Then it returns the best layout found, or the best it saw and says that the target was not met.
+The variants form a ladder from cheapest to dearest (the paper's: linear, window, full). The search scores
+the cheapest rung everywhere (the paper's start) and each middle rung everywhere: a climb that moves one
+site at a time can walk past a layout that moves every site together. It climbs from the dearest of those
+that misses the fidelity target (or, under a budget alone, from the best that fits it): each step moves
+one site of each layout in the beam one rung up (or straight to the top rung), scores every new layout end
+to end (``score``: fidelity of the model's real output on calibration images), prices it (``cost``:
+predicted latency from the device profile), and keeps the ``beam`` layouts that buy the most fidelity per
+millisecond. A move that costs as much as the cheapest layout already meeting the target is not tried. The
+climb stops at the first layouts that meet ``min_fidelity``, or when no move fits ``budget_ms``, or after
+``max_evaluations``. Then it trims: from the cheapest layout meeting the target, it moves sites one rung
+down, those that lose least there first, as long as the target still holds. It returns the best layout
+found, or the best it saw and says that the target was not met.
 
 Pure: it knows layouts only as rung indices; the caller's ``score`` and ``cost`` run the model.
 """
@@ -103,30 +105,49 @@ def beam_search(
         return ((min_fidelity is None or e.fidelity >= min_fidelity)
                 and (budget_ms is None or e.predicted_ms <= budget_ms))
 
-    start: State = (0,) * num_sites
-    frontier = [start]
-    evaluate(start, 0)
-    step, why = 0, ""
-    while True:
-        if min_fidelity is not None and any(meets(e) for e in order):
-            break  # a layout meets the target: more rungs only cost time
+    def fits(state: State) -> bool:
+        return budget_ms is None or cost([ladder[r] for r in state]) <= budget_ms
+
+    def bound() -> float:
+        """The predicted ms of the cheapest layout meeting the fidelity target (no move costs more)."""
+        if min_fidelity is None:
+            return math.inf
+        return min((e.predicted_ms for e in order if meets(e)), default=math.inf)
+
+    def by_loss(sites: list[int], rung_of: Callable[[int], int]) -> list[int]:
+        """``sites``, those that lose most on their rung ``rung_of(site)`` first (as given: no priority)."""
+        return sorted(sites, key=lambda i: -priority(i, rung_of(i))) if priority is not None else sites
+
+    # the cheapest rung everywhere (the start), then each middle rung everywhere (the top: the original)
+    everywhere = [(rung,) * num_sites for rung in range(top)]
+    for state in everywhere:
+        if state == everywhere[0] or fits(state):
+            evaluate(state, 0)
+    if min_fidelity is not None:
+        misses = [s for s in everywhere if s in seen and not meets(seen[s])
+                  and seen[s].predicted_ms < bound()]
+        frontier = misses[-1:]  # the dearest that misses the target: nothing cheaper can meet it by moving up
+    else:
+        within = [s for s in everywhere if s in seen and meets(seen[s])]
+        frontier = [max(within, key=lambda s: seen[s].fidelity)] if within else [everywhere[0]]
+    step, why = 0, "the cheapest layouts already meet the target"
+    while frontier:
         moves: dict[State, State] = {}  # child -> the parent it moved from
         for parent in frontier:
-            open_sites = [i for i in range(num_sites) if parent[i] < top]
-            if priority is not None:
-                open_sites.sort(key=lambda i: -priority(i, parent[i]))
+            open_sites = by_loss([i for i in range(num_sites) if parent[i] < top], lambda i: parent[i])
             taken = 0
             for i in open_sites:
                 if moves_per_layout is not None and taken >= moves_per_layout:
                     break
                 for rung in dict.fromkeys((parent[i] + 1, top)):  # the next rung, or straight to the top
                     child = parent[:i] + (rung,) + parent[i + 1:]
-                    if child not in seen and child not in moves and (
-                            budget_ms is None or cost([ladder[r] for r in child]) <= budget_ms):
+                    if (child not in seen and child not in moves and fits(child)
+                            and cost([ladder[r] for r in child]) < bound()):
                         moves[child] = parent
                         taken += 1
         if not moves:
-            why = "no move fits the budget" if budget_ms is not None else "every site is on the top rung"
+            why = ("no move fits the budget" if budget_ms is not None else
+                   "no cheaper move is left" if bound() < math.inf else "every site is on the top rung")
             break
         if len(seen) + len(moves) > max_evaluations:
             why = f"the next step would pass {max_evaluations} evaluations (max_evaluations)"
@@ -136,18 +157,25 @@ def beam_search(
         for child, parent in moves.items():
             e, p = evaluate(child, step), seen[parent]
             ranked.append((_efficiency(e.fidelity - p.fidelity, e.predicted_ms - p.predicted_ms), e.fidelity, child))
+        if min_fidelity is not None and any(meets(seen[c]) for _, _, c in ranked):
+            break  # a layout meets the target: more rungs only cost time
         ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
         frontier = [child for _, _, child in ranked[:beam]]
 
-    # one middle rung everywhere (rung 0 everywhere is the start, the top rung everywhere the original)
-    bound = min((e.predicted_ms for e in order if meets(e)), default=math.inf) if min_fidelity is not None else math.inf
-    for rung in range(1, top):
-        everywhere: State = (rung,) * num_sites
-        if everywhere in seen or len(seen) >= max_evaluations:
-            continue
-        ms = cost([ladder[rung]] * num_sites)
-        if ms < bound and (budget_ms is None or ms <= budget_ms):
-            evaluate(everywhere, step + 1)
+    # trim: from the cheapest layout meeting the target, sites that lose least one rung down go down
+    while min_fidelity is not None and bound() < math.inf and len(seen) < max_evaluations:
+        here = next(s for s, e in seen.items() if meets(e) and e.predicted_ms == bound())
+        lower = by_loss([i for i in range(num_sites) if here[i] > 0], lambda i: here[i] - 1)[::-1]
+        tries = [here[:i] + (here[i] - 1,) + here[i + 1:] for i in lower]
+        tries = [t for t in tries if t not in seen]
+        if not tries:
+            break
+        step += 1
+        for t in tries:
+            if len(seen) >= max_evaluations or meets(evaluate(t, step)):
+                break
+        else:
+            break  # no site can go down without missing the target
 
     feasible = [e for e in order if meets(e)]
     if feasible:

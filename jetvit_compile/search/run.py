@@ -31,19 +31,19 @@ from . import calibration
 from .beam import SearchResult, beam_search, check_constraints
 from .evaluators import evaluator_for
 
-# cheapest first; window with pooled global keys is the variant that keeps this model's global decisions,
-# and reading each window's most attended cells token by token (route) keeps more of them, for less than
-# finer cells do (README, "what the search finds"); linear:jetvit needs attention transfer and is opt-in.
+# cheapest first; window with pooled global keys is the variant that keeps this model's global decisions;
+# reading each window's most attended cells token by token (route) and the tokens the whole image attends
+# to most (global) keep more of them, for less than finer cells do (README, "what the search finds");
+# linear:jetvit needs attention transfer and is opt-in.
 DEFAULT_POOL = 4
-DEFAULT_ROUTES = (8, 32)  # window:W+pool:4, then +route:8, +route:32, then full
+DEFAULT_RUNGS = ("", "+route:8", "+route:8+global:128", "+route:32+global:128")  # after window:W+pool:4; then full
 
 
 def default_variants(grid: tuple[int, int] | None) -> list[str]:
     """The default ladder, with W the window that tiles ``grid`` with the least padding
     (attention.tiling_window: a 37x37 grid, 518 px: 19; 74x74, 1036 px: 15; no grid known: 14)."""
     w = tiling_window(grid) if grid else 14
-    pooled = f"window:{w}+pool:{DEFAULT_POOL}"
-    return [pooled] + [f"{pooled}+route:{r}" for r in DEFAULT_ROUTES] + ["full"]
+    return [f"window:{w}+pool:{DEFAULT_POOL}{rung}" for rung in DEFAULT_RUNGS] + ["full"]
 
 
 @dataclasses.dataclass

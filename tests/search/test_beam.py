@@ -48,7 +48,20 @@ def test_a_rung_everywhere_that_the_one_site_climb_walks_past_is_found():
 
     r = beam_search(4, LADDER, together, cost, min_fidelity=0.98)
     assert r.reached and r.best.choices == ("window:4",) * 4
-    assert r.evaluated[-1].choices == ("window:4",) * 4, "scored after the climb"
+    assert r.evaluated[1].choices == ("window:4",) * 4 and r.evaluated[1].step == 0, "scored before the climb"
+
+
+def test_trimming_moves_down_the_sites_that_the_target_does_not_need():
+    """Sites 0-2 must all be on the middle rung, site 3 never matters; a climb misled by a wrong priority
+    does not find that, the middle rung everywhere meets the target, and trimming site 3 down is cheaper."""
+    def three(choices):
+        return 0.99 if all(RUNG[str(c)] >= 1 for c in choices[:3]) else 0.5
+
+    r = beam_search(4, LADDER, three, cost, min_fidelity=0.98, beam=1, moves_per_layout=1,
+                    priority=lambda site, rung: 1.0 if site == 3 else 0.0)
+    assert r.reached and r.best.choices == ("window:4",) * 3 + ("window:2+pool:2",)
+    climbed = [e.choices for e in r.evaluated if 0 < e.step < r.best.step]
+    assert climbed and r.best.choices not in climbed and all(three(list(map(parse_choice, c))) < 0.98 for c in climbed)
 
 
 def test_an_unmeetable_target_says_so_and_returns_the_best_found():
@@ -62,8 +75,9 @@ def test_an_unmeetable_target_says_so_and_returns_the_best_found():
 def test_priority_limits_each_step_to_the_most_sensitive_sites():
     r = beam_search(4, LADDER, score, cost, min_fidelity=0.95, beam=1, moves_per_layout=1,
                     priority=lambda site, rung: LOSS[site][rung])
-    # one move per step, always the site that loses most: site 2 climbs first
-    assert [e.choices[2] for e in r.evaluated[1:3]] == ["window:4", "full"]
+    # the climb starts from the middle rung everywhere (0.881, under the target); one move per step,
+    # always the site that loses most: site 2 climbs first
+    assert [e.choices for e in r.evaluated if e.step == 1] == [("window:4", "window:4", "full", "window:4")]
     assert r.reached
 
 
