@@ -20,8 +20,8 @@ from ..timing import measure
 from .device import device_key
 from .profile import Profile, check_backend, default_profile_path, site_entry_key
 
-DEFAULT_VARIANTS = ("full", "window:7", "window:14", "window:14+pool:4", "window:14+pool:4+route:8", "linear:relu",
-                    "linear:jetvit")
+DEFAULT_VARIANTS = ("full", "window:7", "window:14", "window:14+pool:4", "window:14+pool:4+route:8",
+                    "window:14+pool:4+route:8+global:128", "linear:relu", "linear:jetvit")
 ORT_PROVIDER = "CPUExecutionProvider"
 ONNX_IR_VERSION = 10
 
