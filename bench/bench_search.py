@@ -43,8 +43,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1036)
     ap.add_argument("--layout", default=None, help="a searched layout JSON (default: search now)")
     ap.add_argument("--min-fidelity", type=float, default=0.98)
-    ap.add_argument("--variants", default=None, help="default: the search's (window:W+pool:4, +route:8, +route:8+global:128, "
-                    "+route:32+global:128, full)")
+    ap.add_argument("--variants", default=None, help="default: the search's (window:W+pool:4, +route:8, "
+                    "+route:8+global:128, +route:32+global:128, full)")
     ap.add_argument("--calib-images", type=int, default=3)
     ap.add_argument("--held-out-images", type=int, default=8)
     ap.add_argument("--beam", type=int, default=2, help="layouts kept per search step")

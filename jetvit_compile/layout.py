@@ -28,9 +28,10 @@ VERSION = 1
 LINEAR_VARIANTS = ("relu", "jetvit")
 _CHOICE_HELP = ("full, window:<size> (e.g. window:14), window:<size>+pool:<cell> (window plus pooled global "
                 "keys, e.g. window:14+pool:4), window:<size>+pool:<cell>+route:<cells> (also reads each "
-                "window's top cells token by token, e.g. window:15+pool:4+route:8), window:<size>+pool:<cell>[+route:<cells>]"
-                "+global:<tokens> (every window also reads the tokens per head that the image's mean query favours "
-                "most, e.g. window:15+pool:4+global:256), linear:relu or linear:jetvit")
+                "window's top cells token by token, e.g. window:15+pool:4+route:8), "
+                "window:<size>+pool:<cell>[+route:<cells>]+global:<tokens> (every window also reads the tokens per "
+                "head that the image's mean query favours most, e.g. window:15+pool:4+global:256), linear:relu or "
+                "linear:jetvit")
 
 
 @dataclasses.dataclass(frozen=True)

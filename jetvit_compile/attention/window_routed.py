@@ -8,7 +8,8 @@ window, the pooled bias), and reads its top ``route`` cells exactly: their token
 and their pooled token drops out, so every token still counts once. Tokens of a routed cell that lie in
 the window itself (or in the grid's padding) are masked. The ranking is per window and head, computed from
 the block's own q and k: nothing is learned. TopK and Gather in both IRs; cost grows by
-``route * pool²`` keys per window.
+``route * pool²`` keys per window. Global tokens (:mod:`.global_tokens`, ``global_tokens`` keys shared by
+every window) can be added to it, or used without routing (``route=0``).
 """
 from __future__ import annotations
 

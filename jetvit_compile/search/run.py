@@ -33,8 +33,8 @@ from .evaluators import evaluator_for
 
 # cheapest first; window with pooled global keys is the variant that keeps this model's global decisions;
 # reading each window's most attended cells token by token (route) and the tokens the whole image attends
-# to most (global) keep more of them, for less than finer cells do (README, "what the search finds");
-# linear:jetvit needs attention transfer and is opt-in.
+# to most (global) keep more of them, for less than finer cells do (README, "Attention search: what it
+# reaches"); linear:jetvit needs attention transfer and is opt-in.
 DEFAULT_POOL = 4
 DEFAULT_RUNGS = ("", "+route:8", "+route:8+global:128", "+route:32+global:128")  # after window:W+pool:4; then full
 

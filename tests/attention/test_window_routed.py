@@ -27,7 +27,7 @@ def _slow_reference(q, k, v, scale, grid, prefix, window, pool, route, global_to
     for bi in range(b):
         for hi in range(h):
             score = k[bi, hi, prefix:] @ q[bi, hi, prefix:].mean(0)
-            picked = set((prefix + score.topk(min(global_tokens, gh * gw)).indices).tolist()) if global_tokens else set()
+            picked = set((prefix + score.topk(min(global_tokens, gh * gw)).indices).tolist() if global_tokens else [])
             cells = [[t for t in ix if t not in picked] for ix in all_cells]
             pk = torch.stack([k[bi, hi, ix].mean(0) if ix else torch.zeros(d) for ix in cells])
             pv = torch.stack([v[bi, hi, ix].mean(0) if ix else torch.zeros(d) for ix in cells])
@@ -37,7 +37,8 @@ def _slow_reference(q, k, v, scale, grid, prefix, window, pool, route, global_to
                 outside = [[t for t in ix if t not in own] for ix in cells]
                 pbias = torch.tensor([math.log(len(o)) if o else -math.inf for o in outside])
                 q_mean = q[bi, hi, own].mean(0)
-                top = set((q_mean @ pk.T * scale + pbias).topk(min(route, len(cells))).indices.tolist()) if route else set()
+                ranked = (q_mean @ pk.T * scale + pbias).topk(min(route, len(cells))).indices
+                top = set(ranked.tolist() if route else [])
                 routed = [t for c in sorted(top) for t in outside[c]] + sorted(t for t in picked if t not in own)
                 kept = [c for c in range(len(cells)) if c not in top]
                 keys = torch.cat([k[bi, hi, :prefix], pk[kept], k[bi, hi, routed], k[bi, hi, own]])
