@@ -13,6 +13,7 @@ import dataclasses
 
 import torch
 
+from .window import _tile_count, _tile_of
 
 @dataclasses.dataclass
 class GlobalTokens:
@@ -27,13 +28,6 @@ class GlobalTokens:
     bias: torch.Tensor
 
 
-def _index_of(grid: tuple[int, int], size: int, device: torch.device) -> torch.Tensor:
-    """``[gh*gw]``: the ``size x size`` tile (window or cell) each patch token falls in, row-major."""
-    gh, gw = grid
-    rows, cols = torch.arange(gh, device=device) // size, torch.arange(gw, device=device) // size
-    return (rows[:, None] * -(-gw // size) + cols[None, :]).flatten()
-
-
 def select_global_tokens(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int], window: int,
                          pool: int, count: int) -> GlobalTokens:
     """The ``count`` patch tokens (of ``q``/``k``/``v``: ``[B, H, gh*gw, D]``, prefix tokens excluded) with
@@ -45,9 +39,8 @@ def select_global_tokens(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid
     k_glob, v_glob = (t.gather(2, top.unsqueeze(-1).expand(b, h, count, d)) for t in (k, v))
     keep = torch.ones(b, h, n, dtype=k.dtype, device=k.device).scatter(
         -1, top, torch.zeros(top.shape, dtype=k.dtype, device=k.device))
-    win_of, cell_of = _index_of(grid, window, k.device), _index_of(grid, pool, k.device)
-    n_win, n_cells = -(-grid[0] // window) * -(-grid[1] // window), -(-grid[0] // pool) * -(-grid[1] // pool)
-    in_window = (win_of[top].unsqueeze(-1) == torch.arange(n_win, device=k.device)).to(k.dtype)  # [B, H, count, nWin]
-    in_cell = (cell_of[top].unsqueeze(-1) == torch.arange(n_cells, device=k.device)).to(k.dtype)  # [.., count, cells]
+    in_window, in_cell = ((_tile_of(grid, size, k.device)[top].unsqueeze(-1)
+                           == torch.arange(_tile_count(grid, size), device=k.device)).to(k.dtype)
+                          for size in (window, pool))  # [B, H, count, nWin], [B, H, count, cells]
     outside_selected = in_cell.sum(2).unsqueeze(2) - in_window.transpose(-1, -2) @ in_cell
     return GlobalTokens(k_glob, v_glob, keep, outside_selected, torch.log1p(-in_window.transpose(-1, -2)))

@@ -48,6 +48,19 @@ def _from_windows(x: torch.Tensor, grid: tuple[int, int], window: int) -> torch.
     return x.reshape(b, h, gh * gw, d)
 
 
+def _tile_count(grid: tuple[int, int], size: int) -> int:
+    """How many ``size x size`` tiles (windows or pooled cells) cover ``grid``, the last of each axis cut."""
+    return -(-grid[0] // size) * -(-grid[1] // size)
+
+
+def _tile_of(grid: tuple[int, int], size: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[gh*gw]``: the ``size x size`` tile each patch token falls in, row-major (as :func:`_to_windows`
+    numbers them). From shapes alone: a constant in exported graphs."""
+    gh, gw = grid
+    rows, cols = torch.arange(gh, device=device) // size, torch.arange(gw, device=device) // size
+    return (rows[:, None] * -(-gw // size) + cols[None, :]).flatten()
+
+
 def _real_tokens(grid: tuple[int, int], size: int, device: torch.device | None = None) -> torch.Tensor:
     """``[nTiles, size²]`` bool: which slots of each ``size x size`` tile of ``grid`` (as :func:`_to_windows`
     cuts it) are real tokens, not padding. From shapes alone: a constant in exported graphs."""

@@ -9,8 +9,6 @@ Training-free, it keeps most of what global attention computes at a fraction of 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -26,19 +24,23 @@ def _overlaps(length: int, window: int, pool: int) -> list[list[int]]:
             for i in range(-(-length // window))]
 
 
-def pooled_bias(grid: tuple[int, int], window: int, pool: int) -> torch.Tensor:
-    """``[nWin, G]``: log(tokens of cell G outside window nWin), -inf for cells wholly inside the window.
-    Windows and cells are rectangles, so the 2-D counts are products of the 1-D ones. Built from shapes
-    alone (Python ints): an exported graph holds it as a constant."""
+def outside_counts(grid: tuple[int, int], window: int, pool: int) -> torch.Tensor:
+    """``[nWin, G]``: how many tokens of cell G lie outside window nWin. Windows and cells are rectangles, so
+    the 2-D counts are products of the 1-D ones. Built from shapes alone (Python ints): an exported graph
+    holds it as a constant."""
     (gh, gw), out = grid, []
     rows, cols = _overlaps(gh, window, pool), _overlaps(gw, window, pool)
     row_size = [min(pool, gh - j * pool) for j in range(len(rows[0]))]
     col_size = [min(pool, gw - j * pool) for j in range(len(cols[0]))]
     for wr in rows:
         for wc in cols:
-            out.append([math.log(rs * cs - ro * co) if rs * cs > ro * co else -math.inf
-                        for rs, ro in zip(row_size, wr) for cs, co in zip(col_size, wc)])
-    return torch.tensor(out)
+            out.append([rs * cs - ro * co for rs, ro in zip(row_size, wr) for cs, co in zip(col_size, wc)])
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def pooled_bias(grid: tuple[int, int], window: int, pool: int) -> torch.Tensor:
+    """``[nWin, G]``: log(tokens of cell G outside window nWin), -inf for cells wholly inside the window."""
+    return torch.log(outside_counts(grid, window, pool)).float()  # the log in double, as math.log
 
 
 def _pool(x: torch.Tensor, grid: tuple[int, int], pool: int) -> torch.Tensor:

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from .global_tokens import select_global_tokens
-from .window import _from_windows, _padding_bias, _real_tokens, _to_windows, with_prefix_rows
-from .window_pooled import pooled_bias
+from .window import (_from_windows, _padding_bias, _real_tokens, _tile_count, _tile_of, _to_windows,
+                     with_prefix_rows)
+from .window_pooled import outside_counts, pooled_bias
 
 
 def routed_token_bias(grid: tuple[int, int], window: int, pool: int) -> torch.Tensor:
@@ -29,10 +30,8 @@ def routed_token_bias(grid: tuple[int, int], window: int, pool: int) -> torch.Te
     gh, gw = grid
     token = torch.arange(gh * gw, dtype=torch.float32).reshape(1, 1, -1, 1)
     cell_tokens = _to_windows(token + 1, grid, pool)[0, 0, :, :, 0].long() - 1  # -1: padding
-    win_of = (torch.arange(gh)[:, None] // window * -(-gw // window) + torch.arange(gw)[None, :] // window).flatten()
-    n_win = -(-gh // window) * -(-gw // window)
-    owner = torch.where(cell_tokens >= 0, win_of[cell_tokens.clamp_min(0)], -1)  # [nCells, pool²]
-    keep = (owner[None] != torch.arange(n_win)[:, None, None]) & (cell_tokens >= 0)[None]
+    owner = torch.where(cell_tokens >= 0, _tile_of(grid, window)[cell_tokens.clamp_min(0)], -1)  # [nCells, pool²]
+    keep = (owner[None] != torch.arange(_tile_count(grid, window))[:, None, None]) & (cell_tokens >= 0)[None]
     return torch.zeros(keep.shape).masked_fill(~keep, -math.inf)
 
 
@@ -60,8 +59,10 @@ def routed_window_attention(
         picked = select_global_tokens(qp, kp, vp, grid, window, pool, global_tokens)
         kp, vp = kp * picked.keep.unsqueeze(-1), vp * picked.keep.unsqueeze(-1)
         # a cell's pooled token stands for its tokens outside the window that are not global tokens
-        pool_bias = torch.log((pool_bias.exp().round() - picked.outside_selected).clamp_min(0))
-        cell_size = _to_windows(picked.keep.unsqueeze(-1), grid, pool).sum(3).clamp_min(1)  # [B, H, cells, 1]
+        outside = outside_counts(grid, window, pool).to(q.device, q.dtype)
+        pool_bias = torch.log((outside - picked.outside_selected).clamp_min(0))
+        keep_cells = _to_windows(picked.keep.unsqueeze(-1), grid, pool)  # [B, H, cells, pool², 1]
+        cell_size = keep_cells.sum(3).clamp_min(1)  # [B, H, cells, 1]
     else:
         cell_size = _real_tokens(grid, pool, q.device).sum(1).to(q.dtype)[:, None]
     # the cells' tokens (routed cells are read from these) and their means (the pooled keys and values)
@@ -84,7 +85,7 @@ def routed_window_attention(
         win_offset = (torch.arange(n_win, device=q.device) * cells).reshape(1, 1, n_win, 1)
         bias = token_bias.index_select(0, (top + win_offset).reshape(-1)).reshape(b, h, n_win, route * p2)
         if global_tokens:  # a global token is read once, as a global token
-            keep = _to_windows(picked.keep.unsqueeze(-1), grid, pool).reshape(-1, p2).index_select(0, flat)
+            keep = keep_cells.reshape(-1, p2).index_select(0, flat)
             bias = bias + torch.log(keep.reshape(b, h, n_win, route * p2))
         routed_bias = [bias]
         # a routed cell is read token by token: its pooled stand-in drops out

@@ -105,9 +105,6 @@ def beam_search(
         return ((min_fidelity is None or e.fidelity >= min_fidelity)
                 and (budget_ms is None or e.predicted_ms <= budget_ms))
 
-    def fits(state: State) -> bool:
-        return budget_ms is None or cost([ladder[r] for r in state]) <= budget_ms
-
     def bound() -> float:
         """The predicted ms of the cheapest layout meeting the fidelity target (no move costs more)."""
         if min_fidelity is None:
@@ -121,7 +118,7 @@ def beam_search(
     # the cheapest rung everywhere (the start), then each middle rung everywhere (the top: the original)
     everywhere = [(rung,) * num_sites for rung in range(top)]
     for state in everywhere:
-        if state == everywhere[0] or fits(state):
+        if state == everywhere[0] or budget_ms is None or cost([ladder[r] for r in state]) <= budget_ms:
             evaluate(state, 0)
     if min_fidelity is not None:
         misses = [s for s in everywhere if s in seen and not meets(seen[s])
@@ -133,6 +130,7 @@ def beam_search(
     step, why = 0, "the cheapest layouts already meet the target"
     while frontier:
         moves: dict[State, State] = {}  # child -> the parent it moved from
+        cheapest_met = bound()
         for parent in frontier:
             open_sites = by_loss([i for i in range(num_sites) if parent[i] < top], lambda i: parent[i])
             taken = 0
@@ -141,8 +139,10 @@ def beam_search(
                     break
                 for rung in dict.fromkeys((parent[i] + 1, top)):  # the next rung, or straight to the top
                     child = parent[:i] + (rung,) + parent[i + 1:]
-                    if (child not in seen and child not in moves and fits(child)
-                            and cost([ladder[r] for r in child]) < bound()):
+                    if child in seen or child in moves:
+                        continue
+                    ms = cost([ladder[r] for r in child])
+                    if ms < cheapest_met and (budget_ms is None or ms <= budget_ms):
                         moves[child] = parent
                         taken += 1
         if not moves:
