@@ -259,6 +259,9 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
               help="Folder of calibration photos; split into photos the search scores on and held-out photos.")
 @_input_shape
 @click.option("--min-fidelity", type=float, default=None, help="Least mean Pearson correlation of the output to keep.")
+@click.option("--tap", "taps", multiple=True,
+              help="Judge fidelity on this tensor instead of the first output (repeatable; the features a head "
+                   "reads): a module path like backbone.encoder.layer.5, or an FX node / ONNX value name.")
 @click.option("--budget", "budget_ms", type=float, default=None, help="Latency budget in ms (profile's cost model).")
 @click.option("--variants", default=None,
               help="Comma-separated choices the search may give a site, cheapest first [default: window:W+pool:4,"
@@ -277,8 +280,8 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
               help="Folder for report.md, pareto.png, sensitivity.png [default: <output stem>-report].")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str), help="Layout JSON to write.")
 @_friendly
-def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float | None, budget_ms: float | None,
-           variants: str, backend: str | None, profile_path: str | None, force: bool, calib_images: int,
+def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float | None, taps: tuple[str, ...],
+           budget_ms: float | None, variants: str, backend: str | None, profile_path: str | None, force: bool, calib_images: int,
            held_out_images: int, beam: int, max_evaluations: int, report: str | None, output: str) -> None:
     """Search a per-site attention layout for MODEL (.onnx or .pt2) that keeps its output (PTAS)."""
     from pathlib import Path
@@ -286,7 +289,8 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
     from .search import search as run_search
 
     report = report or str(Path(output).with_name(Path(output).stem + "-report"))
-    outcome = run_search(model, calib, input_shapes=input_shapes, min_fidelity=min_fidelity, budget_ms=budget_ms,
+    outcome = run_search(model, calib, input_shapes=input_shapes, taps=list(taps), min_fidelity=min_fidelity,
+                         budget_ms=budget_ms,
                          variants=[v for v in variants.split(",") if v.strip()] if variants else None,
                          backend=backend,
                          profile=profile_path, force_profile=force, max_calibration=calib_images,

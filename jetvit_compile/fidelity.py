@@ -22,10 +22,22 @@ class Fidelity:
     images: int
 
 
-def compare(reference: list[torch.Tensor], candidate: list[torch.Tensor]) -> Fidelity:
-    """Per-image Pearson correlation and mean absolute error of ``candidate`` against ``reference``."""
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _tensors(out) -> list[torch.Tensor]:
+    return [out] if isinstance(out, torch.Tensor) else list(out)
+
+
+def compare(reference: list, candidate: list) -> Fidelity:
+    """Per-image Pearson correlation and mean absolute error of ``candidate`` against ``reference``. An
+    image's output is a tensor, or a list of tensors (taps: the features a head reads), whose
+    correlations and errors are averaged tensor by tensor."""
     if len(reference) != len(candidate) or not reference:
         raise ValueError("compare needs the same, non-zero number of outputs on both sides")
-    corr = [pearson(r, c) for r, c in zip(reference, candidate)]
-    mae = [float((r.detach().double() - c.detach().double()).abs().mean()) for r, c in zip(reference, candidate)]
-    return Fidelity(sum(corr) / len(corr), min(corr), sum(mae) / len(mae), len(corr))
+    pairs = [list(zip(_tensors(r), _tensors(c), strict=True)) for r, c in zip(reference, candidate)]
+    corr = [_mean([pearson(r, c) for r, c in image]) for image in pairs]
+    mae = [_mean([float((r.detach().double() - c.detach().double()).abs().mean()) for r, c in image])
+           for image in pairs]
+    return Fidelity(_mean(corr), min(corr), _mean(mae), len(corr))

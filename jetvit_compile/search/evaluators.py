@@ -1,8 +1,9 @@
 """Run one model, rewritten by any layout, on images: what the search scores, for either IR.
 
 ``TorchEvaluator`` holds a torch.export program and runs its rewrites in torch; ``OnnxEvaluator`` holds an
-ONNX file and runs its rewrites in ONNX Runtime (CPU). Both give the model's first output per image, so
-fidelity is judged on the real output, and both know the model's sites and input size.
+ONNX file and runs its rewrites in ONNX Runtime (CPU). Both give, per image, the model's first output, or
+the tensors named as taps (:mod:`.taps`: the features a task head reads), so fidelity is judged on the
+real output or on what the head sees; both know the model's sites and input size.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch.utils._pytree import tree_leaves
 from ..errors import UnsupportedModelError, UsageError
 from ..layout import Layout
 from ..sites import AttentionSite
+from .taps import expose_onnx_values, fx_tap_nodes, onnx_tap_values, record_fx_taps
 
 
 def _first_tensor(out) -> torch.Tensor:
@@ -30,11 +32,14 @@ def _image_size(shape: tuple, where: str) -> tuple[int, int]:
 class TorchEvaluator:
     backend = "torch"
 
-    def __init__(self, program: torch.export.ExportedProgram):
+    def __init__(self, program: torch.export.ExportedProgram, taps: list[str] | None = None):
         from ..passes.fx.program import example_inputs, sites_of
 
         self.program = program
-        self.sites: list[AttentionSite] = sites_of(program.module())
+        module = program.module()
+        self.sites: list[AttentionSite] = sites_of(module)
+        self.taps = list(taps or [])
+        self._tap_nodes = fx_tap_nodes(module, self.taps)
         args = example_inputs(program)[0]
         if len(args) != 1:
             raise UnsupportedModelError(f"the search feeds one image input; this program takes {len(args)} inputs")
@@ -47,17 +52,26 @@ class TorchEvaluator:
 
         return self.program.module() if layout is None else rewrite_module(self.program, layout)[0]
 
-    def outputs(self, layout: Layout | None, images: list[torch.Tensor]) -> list[torch.Tensor]:
-        """``layout`` None: the original. Each image is ``[1, 3, H, W]``."""
+    def outputs(self, layout: Layout | None, images: list[torch.Tensor]) -> list:
+        """``layout`` None: the original. Each image is ``[1, 3, H, W]``. Per image, the first output, or
+        the list of the taps' values."""
         model = self.model(layout)
+        if not self.taps:
+            with torch.no_grad():
+                return [_first_tensor(model(x)) for x in images]
+        store = record_fx_taps(model, self._tap_nodes, self.taps)
+        outs = []
         with torch.no_grad():
-            return [_first_tensor(model(x)) for x in images]
+            for x in images:
+                model(x)
+                outs.append([store[str(i)] for i in range(len(self.taps))])
+        return outs
 
 
 class OnnxEvaluator:
     backend = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike, input_shapes: str | None = None):
+    def __init__(self, path: str | os.PathLike, input_shapes: str | None = None, taps: list[str] | None = None):
         import onnx_ir as ir
 
         from ..onnx_pipeline import prepare
@@ -73,6 +87,12 @@ class OnnxEvaluator:
         self.input_size = _image_size(dims, str(path))
         self.input_name, self.dtype = inputs[0].name, inputs[0].dtype.numpy()
         self.sites: list[AttentionSite] = sites_of(model)
+        self.taps = list(taps or [])
+        self._fetch = onnx_tap_values(model, self.taps) if self.taps else None  # None: the first output
+        expose_onnx_values(model, self._fetch or [])
+        if self.taps and len(sites_of(model)) != len(self.sites):  # a tap read inside attention hides its site
+            raise UsageError(f"the taps {self.taps} include a tensor inside an attention site, which a rewrite "
+                             "replaces; tap a block's output instead (a module path like backbone.encoder.layer.5)")
         self._blob = ir.serde.serialize_model(model).SerializeToString()  # each rewrite starts from a copy
 
     def _session(self, layout: Layout | None):
@@ -85,30 +105,42 @@ class OnnxEvaluator:
         blob = self._blob
         if layout is not None:
             model = ir.serde.deserialize_model(onnx.ModelProto.FromString(self._blob))
-            blob = ir.serde.serialize_model(rewrite_onnx(model, layout)[0]).SerializeToString()
+            rewritten = rewrite_onnx(model, layout)[0]
+            produced = {v.name for node in rewritten.graph for v in node.outputs}
+            for tap, value in zip(self.taps, self._fetch or []):
+                if value not in produced:
+                    raise UsageError(f"tap {tap!r} lies inside an attention site that the layout replaces; "
+                                     "tap a block's output instead (a module path like backbone.encoder.layer.5)")
+            blob = ir.serde.serialize_model(rewritten).SerializeToString()
         return ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
 
     def model(self, layout: Layout | None):
         session = self._session(layout)
         return lambda x: torch.from_numpy(session.run(None, {self.input_name: x.numpy().astype(self.dtype)})[0])
 
-    def outputs(self, layout: Layout | None, images: list[torch.Tensor]) -> list[torch.Tensor]:
-        run = self.model(layout)
-        return [run(x) for x in images]
+    def outputs(self, layout: Layout | None, images: list[torch.Tensor]) -> list:
+        """Per image, the first output, or the list of the taps' values."""
+        if not self.taps:
+            run = self.model(layout)
+            return [run(x) for x in images]
+        session = self._session(layout)
+        return [[torch.from_numpy(t) for t in session.run(self._fetch, {self.input_name: x.numpy().astype(self.dtype)})]
+                for x in images]
 
 
-def evaluator_for(model, input_shapes: str | None = None):
-    """The evaluator of an ExportedProgram, a ``.pt2`` file or an ONNX file."""
+def evaluator_for(model, input_shapes: str | None = None, taps: list[str] | None = None):
+    """The evaluator of an ExportedProgram, a ``.pt2`` file or an ONNX file, judging ``taps`` (None: the
+    first output)."""
     if isinstance(model, torch.export.ExportedProgram):
         if input_shapes:
             raise UsageError("--input-shape applies to ONNX files; export the torch program at the size you need")
-        return TorchEvaluator(model)
+        return TorchEvaluator(model, taps)
     if isinstance(model, (str, os.PathLike)):
         from ..model_files import is_pt2, load_pt2
 
         if is_pt2(model):
             if input_shapes:
                 raise UsageError("--input-shape applies to ONNX files; export the torch program at the size you need")
-            return TorchEvaluator(load_pt2(model))
-        return OnnxEvaluator(model, input_shapes)
+            return TorchEvaluator(load_pt2(model), taps)
+        return OnnxEvaluator(model, input_shapes, taps)
     raise UsageError(f"the search takes a torch.export.ExportedProgram or a .pt2 / .onnx file, got {type(model).__name__}")

@@ -77,6 +77,9 @@ def _markdown(outcome, pareto_png: str, heat_png: str) -> str:
         r.message + ".",
         "",
         f"Backend: {outcome.backend}. Variants, cheapest first: {', '.join(r.ladder)}.",
+        "Fidelity: mean Pearson correlation with the original's "
+        + (f"taps {', '.join(f'`{t}`' for t in outcome.taps)} (averaged per photo)." if outcome.taps
+           else "first output."),
         f"Calibration photos ({len(outcome.calibration)}): {', '.join(outcome.calibration)}.",
         f"Held-out photos ({len(outcome.held_out_photos)}, never seen by the search): {', '.join(outcome.held_out_photos)}.",
         *[f"{n}" for n in outcome.notes],

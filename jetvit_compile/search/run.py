@@ -58,6 +58,7 @@ class SearchOutcome:
     calibration: list[str]
     held_out_photos: list[str]
     notes: list[str]
+    taps: list[str] = dataclasses.field(default_factory=list)  # what fidelity is judged on; empty: the first output
     layout_path: Path | None = None
     report_path: Path | None = None
 
@@ -136,6 +137,7 @@ def search(
     calib: str | os.PathLike,
     *,
     input_shapes: str | None = None,
+    taps: Sequence[str] | None = None,
     min_fidelity: float | None = None,
     budget_ms: float | None = None,
     variants: Sequence[str | Choice] | None = None,
@@ -157,6 +159,10 @@ def search(
     """Search a per-site attention layout for ``model`` (ExportedProgram, .pt2 or .onnx) on the photos in
     ``calib``, under ``min_fidelity`` (mean Pearson correlation of the output) and/or ``budget_ms``.
 
+    ``taps`` names the tensors fidelity is judged on instead of the first output (module paths such as
+    ``backbone.encoder.layer.5``, or FX node / ONNX value names; :mod:`.taps`): a photo's fidelity is then
+    the mean correlation over the taps.
+
     ``backend`` (default: onnxruntime for ONNX files, torch for programs) is what latency is profiled and
     measured on. Writes the layout JSON to ``output`` and a Markdown report into the folder ``report``
     when given. A target no layout meets is not an error: the outcome says so and holds the best found.
@@ -173,7 +179,7 @@ def search(
         raise UsageError(f"report folder {report} is a file; give a folder for the report")
     paths = images_in(calib)
     calib_paths, held_paths = calibration.split(paths, held_out, seed, max_calibration, max_held_out)
-    evaluator = evaluator_for(model, input_shapes)
+    evaluator = evaluator_for(model, input_shapes, list(taps or []))
     backend = backend or evaluator.backend
     sites = evaluator.sites
     ladder = _ladder(variants or default_variants(sites[0].grid), sites)
@@ -183,7 +189,8 @@ def search(
     calib_images = calibration.load(calib_paths, evaluator.input_size)
     held_images = calibration.load(held_paths, evaluator.input_size)
     say(f"search: {len(sites)} sites, {len(calib_paths)} calibration / {len(held_paths)} held-out photos, "
-        f"variants {', '.join(map(str, ladder))}, latency from the {backend} profile")
+        f"variants {', '.join(map(str, ladder))}, latency from the {backend} profile"
+        + (f", fidelity on the taps {', '.join(evaluator.taps)}" if evaluator.taps else ""))
 
     prof = _profile(sites, ladder, backend, profile, force_profile, progress)
     for n in _cost_notes(ladder, prof, sites):
@@ -232,7 +239,7 @@ def search(
         measured_ms={"original": lat[0].median_ms, str(layout): lat[1].median_ms},
         predicted_ms={"original": cost([FULL] * len(sites)), str(layout): result.best.predicted_ms},
         backend=backend, calibration=[p.name for p in calib_paths], held_out_photos=[p.name for p in held_paths],
-        notes=notes)
+        notes=notes, taps=list(evaluator.taps))
     if out_path is not None:
         outcome.layout_path = layout.save(out_path)
     if report is not None:
