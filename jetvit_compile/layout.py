@@ -29,6 +29,8 @@ LINEAR_VARIANTS = ("relu", "jetvit")
 _CHOICE_HELP = ("full, window:<size> (e.g. window:14), window:<size>+pool:<cell> (window plus pooled global "
                 "keys, e.g. window:14+pool:4), window:<size>+pool:<cell>+route:<cells> (also reads each "
                 "window's top cells token by token, e.g. window:15+pool:4+route:8), "
+                "window:<size>+pool:<cell>+route:<cells>+group:<g> (cells ranked per g x g block of queries, g "
+                "dividing the window, e.g. window:15+pool:4+route:8+group:5), "
                 "window:<size>+pool:<cell>[+route:<cells>]+global:<tokens> (every window also reads the tokens per "
                 "head that the image's mean query favours most, e.g. window:15+pool:4+global:256), linear:relu or "
                 "linear:jetvit")
@@ -44,11 +46,13 @@ class Choice:
     pool: int | None = None  # window only: also attend to the grid's keys pooled over pool x pool cells
     route: int | None = None  # pooled window only: also read each window's top ``route`` cells token by token
     global_tokens: int | None = None  # pooled window only: every window also reads these many global tokens
+    group: int | None = None  # routed only: cells ranked per group x group block of queries (None: per window)
 
     def __str__(self) -> str:
         if self.kind == "window":
             return (f"window:{self.window}" + (f"+pool:{self.pool}" if self.pool else "")
                     + (f"+route:{self.route}" if self.route else "")
+                    + (f"+group:{self.group}" if self.group else "")
                     + (f"+global:{self.global_tokens}" if self.global_tokens else ""))
         if self.kind == "linear":
             return f"linear:{self.variant}"
@@ -62,12 +66,16 @@ def parse_choice(text: str) -> Choice:
     t = text.strip().lower()
     if t == "full":
         return FULL
-    m = re.fullmatch(r"window:(\d+)(?:\+pool:(\d+)(?:\+route:(\d+))?(?:\+global:(\d+))?)?", t)
+    m = re.fullmatch(r"window:(\d+)(?:\+pool:(\d+)(?:\+route:(\d+)(?:\+group:(\d+))?)?(?:\+global:(\d+))?)?", t)
     if m:
-        size, pool, route, tokens = (int(g) if g else None for g in m.groups())
-        if any(n is not None and n < 1 for n in (size, pool, route, tokens)):
-            raise UsageError(f"window, pool, route and global sizes must be at least 1, got {text!r}")
-        return Choice("window", window=size, pool=pool, route=route, global_tokens=tokens)
+        size, pool, route, group, tokens = (int(g) if g else None for g in m.groups())
+        if any(n is not None and n < 1 for n in (size, pool, route, group, tokens)):
+            raise UsageError(f"window, pool, route, group and global sizes must be at least 1, got {text!r}")
+        if group is not None and size % group:
+            raise UsageError(f"{text!r}: the route group {group} must divide the window {size} "
+                             f"(e.g. window:15 with group:5 or group:3)")
+        return Choice("window", window=size, pool=pool, route=route, global_tokens=tokens,
+                      group=None if group == size else group)
     m = re.fullmatch(r"linear:(\w+)", t)
     if m and m.group(1) in LINEAR_VARIANTS:
         return Choice("linear", variant=m.group(1))

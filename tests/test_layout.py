@@ -19,6 +19,7 @@ def test_inline_forms():
 @pytest.mark.parametrize("text,message", [
     ("", "empty layout"), ("window:0", "at least 1"), ("window:7+pool:4+route:0", "at least 1"),
     ("window:7+pool:4+global:0", "at least 1"), ("window:7+global:8", "unknown attention choice"),
+    ("window:15+pool:4+route:8+group:4", "must divide the window 15"), ("window:15+pool:4+group:5", "unknown"),
     ("window:7+route:2", "unknown attention choice"), ("window", "unknown attention choice"),
     ("full;window:3", "choice@i,j"), ("full,window:3;full@1", "single default"),
 ])
@@ -70,7 +71,8 @@ def test_missing_layout_file(tmp_path):
 
 def test_choice_strings_round_trip():
     for text in ["full", "window:7", "window:7+pool:4", "window:15+pool:4+route:8", "window:15+pool:4+global:256",
-                 "window:15+pool:4+route:8+global:64", "linear:relu", "linear:jetvit"]:
+                 "window:15+pool:4+route:8+global:64", "window:15+pool:4+route:8+group:5",
+                 "window:15+pool:4+route:8+group:3+global:128", "linear:relu", "linear:jetvit"]:
         assert str(parse_choice(text)) == text
     assert parse_choice("window:7") == Choice("window", window=7)
     assert parse_choice("window:15+pool:4+route:8") == Choice("window", window=15, pool=4, route=8)

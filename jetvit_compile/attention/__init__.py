@@ -29,7 +29,7 @@ def build_attention(choice: Choice, site: AttentionSite, params: dict[str, torch
         module: torch.nn.Module = FullAttention(site.scale)
     elif choice.kind == "window" and (choice.route or choice.global_tokens):
         module = RoutedWindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window, choice.pool,
-                                       choice.route or 0, choice.global_tokens or 0)
+                                       choice.route or 0, choice.global_tokens or 0, choice.group)
     elif choice.kind == "window" and choice.pool:
         module = PooledWindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window, choice.pool)
     elif choice.kind == "window":

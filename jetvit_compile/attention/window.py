@@ -25,8 +25,10 @@ def tiling_window(grid: tuple[int, int], sizes: range = range(8, 21)) -> int:
     return min(fits, key=lambda w: (-(-gh // w) * w * (-(-gw // w) * w), -w))
 
 
-def _to_windows(x: torch.Tensor, grid: tuple[int, int], window: int) -> torch.Tensor:
-    """``[B, H, gh*gw, D]`` -> ``[B, H, nWin, window*window, D]`` (zero padded)."""
+def _to_windows(x: torch.Tensor, grid: tuple[int, int], window: int, group: int | None = None) -> torch.Tensor:
+    """``[B, H, gh*gw, D]`` -> ``[B, H, nWin, window*window, D]`` (zero padded). With ``group`` (which divides
+    ``window``) a window's tokens come ``group x group`` block by block, so that ``[..., window², D]``
+    reshapes to ``[..., (window/group)², group², D]``: the window's groups."""
     b, h, _, d = x.shape
     gh, gw = grid
     ph, pw = -gh % window, -gw % window
@@ -34,16 +36,20 @@ def _to_windows(x: torch.Tensor, grid: tuple[int, int], window: int) -> torch.Te
     if ph or pw:
         x = F.pad(x, (0, 0, 0, pw, 0, ph))
     nh, nw = (gh + ph) // window, (gw + pw) // window
-    x = x.reshape(b, h, nh, window, nw, window, d).permute(0, 1, 2, 4, 3, 5, 6)
+    g = group or window
+    k = window // g
+    x = x.reshape(b, h, nh, k, g, nw, k, g, d).permute(0, 1, 2, 5, 3, 6, 4, 7, 8)
     return x.reshape(b, h, nh * nw, window * window, d)
 
 
-def _from_windows(x: torch.Tensor, grid: tuple[int, int], window: int) -> torch.Tensor:
+def _from_windows(x: torch.Tensor, grid: tuple[int, int], window: int, group: int | None = None) -> torch.Tensor:
     """Inverse of :func:`_to_windows`, cropping the padding."""
     b, h, _, _, d = x.shape
     gh, gw = grid
     nh, nw = -(-gh // window), -(-gw // window)
-    x = x.reshape(b, h, nh, nw, window, window, d).permute(0, 1, 2, 4, 3, 5, 6)
+    g = group or window
+    k = window // g
+    x = x.reshape(b, h, nh, nw, k, k, g, g, d).permute(0, 1, 2, 4, 6, 3, 5, 7, 8)
     x = x.reshape(b, h, nh * window, nw * window, d)[:, :, :gh, :gw]
     return x.reshape(b, h, gh * gw, d)
 
@@ -61,15 +67,18 @@ def _tile_of(grid: tuple[int, int], size: int, device: torch.device | None = Non
     return (rows[:, None] * -(-gw // size) + cols[None, :]).flatten()
 
 
-def _real_tokens(grid: tuple[int, int], size: int, device: torch.device | None = None) -> torch.Tensor:
+def _real_tokens(grid: tuple[int, int], size: int, device: torch.device | None = None,
+                 group: int | None = None) -> torch.Tensor:
     """``[nTiles, size²]`` bool: which slots of each ``size x size`` tile of ``grid`` (as :func:`_to_windows`
     cuts it) are real tokens, not padding. From shapes alone: a constant in exported graphs."""
-    return _to_windows(torch.ones(1, 1, grid[0] * grid[1], 1, device=device), grid, size)[0, 0, :, :, 0] > 0
+    ones = torch.ones(1, 1, grid[0] * grid[1], 1, device=device)
+    return _to_windows(ones, grid, size, group)[0, 0, :, :, 0] > 0
 
 
-def _padding_bias(grid: tuple[int, int], window: int, device: torch.device | None = None) -> torch.Tensor:
+def _padding_bias(grid: tuple[int, int], window: int, device: torch.device | None = None,
+                  group: int | None = None) -> torch.Tensor:
     """``[nWin, window²]``: 0 for a window's real tokens, -inf for its padding."""
-    real = _real_tokens(grid, window, device)
+    real = _real_tokens(grid, window, device, group)
     return torch.zeros(real.shape, device=device).masked_fill(~real, -math.inf)
 
 

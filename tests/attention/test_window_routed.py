@@ -7,14 +7,15 @@ import torch.nn.functional as F
 from jetvit_compile.attention import pooled_window_attention, routed_window_attention
 
 
-def _slow_reference(q, k, v, scale, grid, prefix, window, pool, route, global_tokens=0):
+def _slow_reference(q, k, v, scale, grid, prefix, window, pool, route, global_tokens=0, group=None):
     """Token by token. Per batch item and head, the ``global_tokens`` patch tokens with the largest logit
     for the mean patch query are global: every patch query reads them exactly (unless they lie in its
     window, which it reads anyway) and no cell pools them. Each window ranks the cells by its mean query's
     logit on the cell's mean key plus log(the cell's pooled tokens outside the window); a patch query sees
     the prefix keys, its window's tokens, the global tokens, the tokens outside its window of the window's
     top ``route`` cells, and every other cell pooled with +log(its pooled tokens outside the window); a
-    cell with no such token is left out."""
+    cell with no such token is left out. With ``group``, the cells are ranked by the mean query of the
+    query's ``group x group`` block instead of its window's."""
     b, h, n, d = q.shape
     gh, gw = grid
     rows, cols = torch.arange(gh * gw) // gw, torch.arange(gh * gw) % gw
@@ -36,7 +37,9 @@ def _slow_reference(q, k, v, scale, grid, prefix, window, pool, route, global_to
                 own = (prefix + torch.nonzero(same).flatten()).tolist()
                 outside = [[t for t in ix if t not in own] for ix in cells]
                 pbias = torch.tensor([math.log(len(o)) if o else -math.inf for o in outside])
-                q_mean = q[bi, hi, own].mean(0)
+                size = group or window
+                mine = (rows // size == rows[i] // size) & (cols // size == cols[i] // size)
+                q_mean = q[bi, hi, prefix + torch.nonzero(mine).flatten()].mean(0)
                 ranked = (q_mean @ pk.T * scale + pbias).topk(min(route, len(cells))).indices
                 top = set(ranked.tolist() if route else [])
                 routed = [t for c in sorted(top) for t in outside[c]] + sorted(t for t in picked if t not in own)
@@ -49,29 +52,34 @@ def _slow_reference(q, k, v, scale, grid, prefix, window, pool, route, global_to
     return out
 
 
-@pytest.mark.parametrize("grid,prefix,window,pool,route,global_tokens", [
-    ((8, 8), 1, 4, 2, 3, 0),  # windows aligned with cells
-    ((7, 10), 5, 3, 4, 2, 0),  # windows cut cells, cells cut by the grid's edge, padding in both
-    ((9, 9), 0, 4, 3, 1, 0),
-    ((7, 10), 5, 3, 4, 0, 6),  # global tokens alone
-    ((7, 10), 1, 3, 4, 2, 6),  # global tokens inside routed cells count once
-    ((8, 8), 1, 4, 2, 3, 40),  # most of the grid global: whole cells emptied
+@pytest.mark.parametrize("grid,prefix,window,pool,route,global_tokens,group", [
+    ((8, 8), 1, 4, 2, 3, 0, None),  # windows aligned with cells
+    ((7, 10), 5, 3, 4, 2, 0, None),  # windows cut cells, cells cut by the grid's edge, padding in both
+    ((9, 9), 0, 4, 3, 1, 0, None),
+    ((7, 10), 5, 3, 4, 0, 6, None),  # global tokens alone
+    ((7, 10), 1, 3, 4, 2, 6, None),  # global tokens inside routed cells count once
+    ((8, 8), 1, 4, 2, 3, 40, None),  # most of the grid global: whole cells emptied
+    ((8, 8), 1, 4, 2, 3, 0, 2),  # routed per 2x2 block of queries
+    ((7, 10), 5, 4, 3, 2, 6, 2),  # ... with padding (a group of padding only), global tokens
+    ((9, 9), 0, 6, 2, 4, 0, 3),
 ])
 def test_routed_window_attention_matches_the_token_by_token_reference(grid, prefix, window, pool, route,
-                                                                      global_tokens):
+                                                                      global_tokens, group):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 2, prefix + grid[0] * grid[1], 4, generator=g) for _ in range(3))
-    got = routed_window_attention(q, k, v, 0.5, grid, prefix, window, pool, route, global_tokens)
-    want = _slow_reference(q, k, v, 0.5, grid, prefix, window, pool, route, global_tokens)
+    got = routed_window_attention(q, k, v, 0.5, grid, prefix, window, pool, route, global_tokens, group)
+    want = _slow_reference(q, k, v, 0.5, grid, prefix, window, pool, route, global_tokens, group)
     assert (got - want).abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("route,global_tokens", [(10**6, 0), (0, 10**6), (10**6, 30)])
-def test_reading_every_token_exactly_is_full_attention(route, global_tokens):
+@pytest.mark.parametrize("route,global_tokens,window,group", [(10**6, 0, 3, None), (0, 10**6, 3, None),
+                                                            (10**6, 30, 3, None), (10**6, 0, 4, 2),
+                                                            (10**6, 30, 4, 2)])
+def test_reading_every_token_exactly_is_full_attention(route, global_tokens, window, group):
     """Every cell read token by token or every token global, none pooled, each counted once: full attention."""
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, 2, 5 + 7 * 10, 8, generator=g) for _ in range(3))
-    got = routed_window_attention(q, k, v, 0.5, (7, 10), 5, 3, 4, route, global_tokens)
+    got = routed_window_attention(q, k, v, 0.5, (7, 10), 5, window, 4, route, global_tokens, group)
     want = F.scaled_dot_product_attention(q, k, v, scale=0.5)
     assert (got - want).abs().max().item() < 1e-5
 
