@@ -281,8 +281,9 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str), help="Layout JSON to write.")
 @_friendly
 def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float | None, taps: tuple[str, ...],
-           budget_ms: float | None, variants: str, backend: str | None, profile_path: str | None, force: bool, calib_images: int,
-           held_out_images: int, beam: int, max_evaluations: int, report: str | None, output: str) -> None:
+           budget_ms: float | None, variants: str, backend: str | None, profile_path: str | None, force: bool,
+           calib_images: int, held_out_images: int, beam: int, max_evaluations: int, report: str | None,
+           output: str) -> None:
     """Search a per-site attention layout for MODEL (.onnx or .pt2) that keeps its output (PTAS)."""
     from pathlib import Path
 

@@ -32,8 +32,9 @@ _CHOICE_HELP = ("full, window:<size> (e.g. window:14), window:<size>+pool:<cell>
                 "window:<size>+pool:<cell>+route:<cells>+group:<g> (cells ranked per g x g block of queries, g "
                 "dividing the window, e.g. window:15+pool:4+route:8+group:5), "
                 "window:<size>+pool:<cell>[+route:<cells>]+global:<tokens> (every window also reads the tokens per "
-                "head that the image's mean query favours most, e.g. window:15+pool:4+global:256), linear:relu or "
-                "linear:jetvit")
+                "head that the image's mean query favours most, e.g. window:15+pool:4+global:256), any window "
+                "choice +full:<h>.<h>... (those heads full attention, e.g. window:15+pool:4+route:32+full:1.2.5), "
+                "linear:relu or linear:jetvit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,13 +48,15 @@ class Choice:
     route: int | None = None  # pooled window only: also read each window's top ``route`` cells token by token
     global_tokens: int | None = None  # pooled window only: every window also reads these many global tokens
     group: int | None = None  # routed only: cells ranked per group x group block of queries (None: per window)
+    full_heads: tuple[int, ...] | None = None  # window only: these heads run full attention instead
 
     def __str__(self) -> str:
         if self.kind == "window":
             return (f"window:{self.window}" + (f"+pool:{self.pool}" if self.pool else "")
                     + (f"+route:{self.route}" if self.route else "")
                     + (f"+group:{self.group}" if self.group else "")
-                    + (f"+global:{self.global_tokens}" if self.global_tokens else ""))
+                    + (f"+global:{self.global_tokens}" if self.global_tokens else "")
+                    + ("+full:" + ".".join(map(str, self.full_heads)) if self.full_heads else ""))
         if self.kind == "linear":
             return f"linear:{self.variant}"
         return "full"
@@ -66,16 +69,20 @@ def parse_choice(text: str) -> Choice:
     t = text.strip().lower()
     if t == "full":
         return FULL
-    m = re.fullmatch(r"window:(\d+)(?:\+pool:(\d+)(?:\+route:(\d+)(?:\+group:(\d+))?)?(?:\+global:(\d+))?)?", t)
+    m = re.fullmatch(r"window:(\d+)(?:\+pool:(\d+)(?:\+route:(\d+)(?:\+group:(\d+))?)?(?:\+global:(\d+))?)?"
+                     r"(?:\+full:(\d+(?:\.\d+)*))?", t)
     if m:
-        size, pool, route, group, tokens = (int(g) if g else None for g in m.groups())
+        size, pool, route, group, tokens = (int(g) if g else None for g in m.groups()[:5])
+        heads = tuple(sorted(int(h) for h in m.group(6).split("."))) if m.group(6) else None
+        if heads and len(set(heads)) != len(heads):
+            raise UsageError(f"{text!r} names a head twice in +full:")
         if any(n is not None and n < 1 for n in (size, pool, route, group, tokens)):
             raise UsageError(f"window, pool, route, group and global sizes must be at least 1, got {text!r}")
         if group is not None and size % group:
             raise UsageError(f"{text!r}: the route group {group} must divide the window {size} "
                              f"(e.g. window:15 with group:5 or group:3)")
         return Choice("window", window=size, pool=pool, route=route, global_tokens=tokens,
-                      group=None if group == size else group)
+                      group=None if group == size else group, full_heads=heads)
     m = re.fullmatch(r"linear:(\w+)", t)
     if m and m.group(1) in LINEAR_VARIANTS:
         return Choice("linear", variant=m.group(1))

@@ -4,11 +4,14 @@ Every module takes ``(q, k, v)`` as ``[B, heads, tokens, head_dim]`` and returns
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..layout import Choice
 from ..sites import AttentionSite
 from .full import FullAttention, full_attention
+from .heads import HeadSplitAttention
 from .jetvit import DynamicDepthwiseConv, JetViTAttention
 from .linear import ReLULinearAttention, relu_linear_attention
 from .window import WindowAttention, window_attention
@@ -17,7 +20,7 @@ from .window_routed import RoutedWindowAttention, routed_window_attention
 
 __all__ = [
     "FullAttention", "WindowAttention", "ReLULinearAttention", "JetViTAttention", "DynamicDepthwiseConv",
-    "PooledWindowAttention", "RoutedWindowAttention", "full_attention", "window_attention", "pooled_window_attention",
+    "PooledWindowAttention", "RoutedWindowAttention", "HeadSplitAttention", "full_attention", "window_attention", "pooled_window_attention",
     "routed_window_attention",
     "relu_linear_attention", "build_attention",
 ]
@@ -25,6 +28,9 @@ __all__ = [
 
 def build_attention(choice: Choice, site: AttentionSite, params: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """The module that computes ``choice`` at ``site``, with learned ``params`` loaded when given."""
+    if choice.full_heads:
+        rest = build_attention(dataclasses.replace(choice, full_heads=None), site, params)
+        return HeadSplitAttention(choice.full_heads, site.num_heads, site.scale, rest)
     if choice.kind == "full":
         module: torch.nn.Module = FullAttention(site.scale)
     elif choice.kind == "window" and (choice.route or choice.global_tokens):

@@ -18,6 +18,9 @@ def check_choice(site: AttentionSite, choice: Choice, params: dict[str, torch.Te
         if choice.window > max(gh, gw):  # type: ignore[operator]
             return (f"window {choice.window} is larger than the {gh}x{gw} patch grid; "
                     f"use window:{max(gh, gw)} or less (window:{max(gh, gw)} covers the grid, i.e. full attention)")
+    if choice.full_heads and (max(choice.full_heads) >= site.num_heads or len(choice.full_heads) == site.num_heads):
+        return (f"+full:{'.'.join(map(str, choice.full_heads))} needs heads 0-{site.num_heads - 1} and at least one "
+                f"left to the window (the site has {site.num_heads} heads; for all of them use full)")
     if choice.kind == "window" and choice.pool and choice.pool > max(site.grid):
         return f"pool cells of {choice.pool} are larger than the {site.grid[0]}x{site.grid[1]} patch grid"
     if choice.kind == "linear" and params:

@@ -35,7 +35,7 @@ def fx_tap_nodes(gm: fx.GraphModule, taps: Sequence[str]) -> list[str]:
     blocks = [p for p in last_in_module if p.rsplit(".", 1)[-1].isdigit()]
     resolved = []
     for tap in taps:
-        if tap in last_in_module and tap:
+        if tap and tap in last_in_module:  # "" would be the whole model
             resolved.append(last_in_module[tap])
         elif tap in names:
             resolved.append(tap)

