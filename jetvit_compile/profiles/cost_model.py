@@ -8,6 +8,7 @@ Measured time, not FLOPs, decides (JETVIT.md, cost model): the same rule on ever
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from typing import Sequence
@@ -32,7 +33,9 @@ def resolve_choices(sites: Sequence[AttentionSite], choices: Choices) -> list[Ch
 
 
 def block_times(profile: Profile, sites: Sequence[AttentionSite], choices: Choices) -> list[float]:
-    """The profile's median ms of each site's attention block under its choice, in site order.
+    """The profile's median ms of each site's attention block under its choice, in site order (a choice
+    with full attention on some heads, unmeasured, is priced as those heads' share of the full block plus
+    the others' share of its window variant's block).
 
     Every missing entry is named in one UsageError, with how to measure it.
     """
@@ -41,6 +44,13 @@ def block_times(profile: Profile, sites: Sequence[AttentionSite], choices: Choic
     missing: dict[str, list[int]] = {}
     for site, choice in zip(sites, resolved):
         entry = profile.entries.get(site_entry_key(site, choice))
+        if entry is None and choice.full_heads:  # unmeasured per-head split: its heads' shares of both blocks
+            full = profile.entries.get(site_entry_key(site, FULL))
+            rest = profile.entries.get(site_entry_key(site, dataclasses.replace(choice, full_heads=None)))
+            if full and rest:
+                share = len(choice.full_heads) / site.num_heads
+                times.append(share * full["median_ms"] + (1 - share) * rest["median_ms"])
+                continue
         if entry is None:
             reason = check_choice(site, choice, {})
             missing.setdefault(site_entry_key(site, choice) + (f" ({reason})" if reason else ""), []).append(site.index)

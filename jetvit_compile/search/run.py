@@ -30,6 +30,7 @@ from ..timing import interleaved
 from . import calibration
 from .beam import SearchResult, beam_search, check_constraints
 from .evaluators import evaluator_for
+from .head_trim import trim_full_heads, with_trimmed_heads
 
 # cheapest first; window with pooled global keys is the variant that keeps this model's global decisions;
 # reading each window's most attended cells token by token (route) and the tokens the whole image attends
@@ -218,6 +219,15 @@ def search(
                          progress=say if progress else None,
                          priority=lambda i, rung: 1 - sensitivity.get(str(ladder[rung]), [1.0] * len(sites))[i],
                          moves_per_layout=moves_per_layout)
+    best = [parse_choice(c) for c in result.best.choices]
+    if result.reached and min_fidelity is not None and FULL in best and ladder[-2].kind == "window":
+        trimmed, tried = trim_full_heads(
+            best, ladder[-2], sites[0].num_heads, score, cost,
+            lambda f, ms: f >= min_fidelity and (budget_ms is None or ms <= budget_ms),
+            step=max(e.step for e in result.evaluated) + 1,
+            max_evaluations=max(0, max_evaluations - len(result.evaluated)),
+            progress=say if progress else None)
+        result = with_trimmed_heads(result, trimmed, tried)
     say(("search: " if result.reached else "search: warning: ") + result.message)
     layout = Layout(choices=[parse_choice(c) for c in result.best.choices],
                     fingerprint=architecture_fingerprint(sites))

@@ -5,6 +5,7 @@ wall-clock time, only what was measured, reused, skipped, saved and refused.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import warnings
@@ -244,6 +245,18 @@ def test_predict_all_full_is_base_plus_full_entries_exactly(small_profile):
     assert predict(small_profile, sites, [Choice("full"), "linear:relu"], base) == base + (full[0] + relu)
     assert predict(small_profile, sites, "linear:relu;full@0", base) == base + (full[0] + relu)
     assert block_times(small_profile, sites, "linear:relu") == [relu, relu]
+
+
+def test_an_unmeasured_per_head_split_is_priced_as_its_heads_shares(small_profile):
+    """+full:<heads> after a measured window choice: those heads' share of full, the rest's of the window."""
+    sites = [_site(0)]
+    full = small_profile.entries[site_entry_key(sites[0], "full")]["median_ms"]
+    window = 3.0
+    profile = dataclasses.replace(small_profile, entries={**small_profile.entries,
+                                                          site_entry_key(sites[0], "window:4"): {"median_ms": window}})
+    assert block_times(profile, sites, ["window:4+full:1"]) == [pytest.approx(full / 2 + window / 2)]
+    with pytest.raises(UsageError, match="lacks window:4\\+pool:2\\+full:1"):  # its window variant unmeasured
+        block_times(profile, sites, ["window:4+pool:2+full:1"])
 
 
 def test_base_from_measurement_subtracts_the_full_blocks(small_profile):
