@@ -18,7 +18,7 @@ from .beam import Evaluated, SearchResult
 def trim_full_heads(
     choices: Sequence[Choice],
     below: Choice,
-    num_heads: int,
+    num_heads: Sequence[int],
     score: Callable[[list[Choice]], float],
     cost: Callable[[list[Choice]], float],
     meets: Callable[[float, float], bool],
@@ -26,8 +26,9 @@ def trim_full_heads(
     max_evaluations: int,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[list[Choice], list[Evaluated]]:
-    """``choices`` with each full site on ``below`` + full attention on as few heads as keep ``meets``
-    (fidelity, predicted ms) true; and every layout scored. ``below`` must be a window choice."""
+    """``choices`` with each full site on ``below`` + full attention on as few of its heads (``num_heads``:
+    per site) as keep ``meets(fidelity, predicted ms)`` true; and every layout scored. ``below`` must be a
+    window choice."""
     current, tried = list(choices), []
 
     def evaluate(candidate: list[Choice]) -> Evaluated:
@@ -41,8 +42,8 @@ def trim_full_heads(
         return current[:i] + [dataclasses.replace(below, full_heads=tuple(sorted(heads)))] + current[i + 1:]
 
     for i in [i for i, c in enumerate(current) if c == FULL]:
-        heads = list(range(num_heads))
-        if len(tried) + num_heads > max_evaluations:
+        heads = list(range(num_heads[i]))
+        if len(tried) + num_heads[i] > max_evaluations:
             break
         # each head alone below full: the fidelity without it ranks it (the least missed first)
         missed = {h: evaluate(with_site(i, [x for x in heads if x != h])) for h in heads}
@@ -50,11 +51,11 @@ def trim_full_heads(
             rest = [x for x in heads if x != h]
             if not rest or len(tried) >= max_evaluations:
                 break
-            e = missed[h] if len(rest) == num_heads - 1 else evaluate(with_site(i, rest))
+            e = missed[h] if len(rest) == num_heads[i] - 1 else evaluate(with_site(i, rest))
             if not meets(e.fidelity, e.predicted_ms):
                 break
             heads = rest
-        if len(heads) < num_heads:
+        if len(heads) < num_heads[i]:
             current = with_site(i, heads)
     return current, tried
 

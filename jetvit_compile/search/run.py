@@ -222,7 +222,7 @@ def search(
     best = [parse_choice(c) for c in result.best.choices]
     if result.reached and min_fidelity is not None and FULL in best and ladder[-2].kind == "window":
         trimmed, tried = trim_full_heads(
-            best, ladder[-2], sites[0].num_heads, score, cost,
+            best, ladder[-2], [s.num_heads for s in sites], score, cost,
             lambda f, ms: f >= min_fidelity and (budget_ms is None or ms <= budget_ms),
             step=max(e.step for e in result.evaluated) + 1,
             max_evaluations=max(0, max_evaluations - len(result.evaluated)),

@@ -20,7 +20,7 @@ def _cost(choices):
 
 def test_a_full_site_keeps_only_the_heads_it_needs():
     choices = [BELOW, FULL, BELOW]
-    trimmed, tried = trim_full_heads(choices, BELOW, 4, _score, _cost, lambda f, ms: f >= 0.985, step=7,
+    trimmed, tried = trim_full_heads(choices, BELOW, [4] * 3, _score, _cost, lambda f, ms: f >= 0.985, step=7,
                                      max_evaluations=100)
     assert [str(c) for c in trimmed] == ["window:8+pool:4", "window:8+pool:4+full:1.3", "window:8+pool:4"]
     assert len(tried) == 4 + 1 + 1  # each head alone, then {1,3} kept, then one more that misses
@@ -29,9 +29,9 @@ def test_a_full_site_keeps_only_the_heads_it_needs():
 
 def test_a_site_that_needs_every_head_stays_full_and_a_small_budget_stops_early():
     strict = lambda f, ms: f >= 0.995  # noqa: E731 - no head can go
-    trimmed, tried = trim_full_heads([FULL, BELOW], BELOW, 4, lambda c: 0.99 if c[0] == FULL else 0.9, _cost,
+    trimmed, tried = trim_full_heads([FULL, BELOW], BELOW, [4, 4], lambda c: 0.99 if c[0] == FULL else 0.9, _cost,
                                      strict, step=0, max_evaluations=100)
     assert trimmed == [FULL, BELOW] and len(tried) == 4
-    trimmed, tried = trim_full_heads([BELOW, FULL, BELOW], BELOW, 4, _score, _cost, lambda f, ms: f >= 0.985,
+    trimmed, tried = trim_full_heads([BELOW, FULL, BELOW], BELOW, [4] * 3, _score, _cost, lambda f, ms: f >= 0.985,
                                      step=0, max_evaluations=3)
     assert trimmed == [BELOW, FULL, BELOW] and not tried
