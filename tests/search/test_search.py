@@ -141,3 +141,16 @@ def test_cli_bad_calibration_folder_exits_2_with_one_line(tmp_path):
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and "does not exist" in result.output
     assert "Traceback" not in result.output
+
+
+def test_full_sites_keep_full_attention_only_on_the_heads_they_need(program, photos, tmp_path):
+    """A strict target leaves full sites after the beam; the head trim then moves heads off them."""
+    out = jc.search(program, photos, min_fidelity=0.995, variants=VARIANTS, backend="torch", beam=1,
+                    moves_per_layout=2, output=tmp_path / "layout.json", **FAST)
+    assert out.result.reached and out.result.best.fidelity >= 0.995
+    split = [c for c in out.layout.choices if c.full_heads]
+    assert split and "then full attention kept only where needed" in out.result.message
+    assert all(0 < len(c.full_heads) < 6 and str(c).startswith("window:8+pool:4+full:") for c in split)
+    assert out.result.best.choices in [e.choices for e in out.result.evaluated]
+    rewritten, _ = jc.rewrite(program, Layout.load(out.layout_path))
+    assert rewritten.module()(torch.zeros(1, 3, SIZE, SIZE)).shape == program.module()(torch.zeros(1, 3, SIZE, SIZE)).shape
