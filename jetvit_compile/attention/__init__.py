@@ -20,8 +20,8 @@ from .window_routed import RoutedWindowAttention, routed_window_attention
 
 __all__ = [
     "FullAttention", "WindowAttention", "ReLULinearAttention", "JetViTAttention", "DynamicDepthwiseConv",
-    "PooledWindowAttention", "RoutedWindowAttention", "HeadSplitAttention", "full_attention", "window_attention", "pooled_window_attention",
-    "routed_window_attention",
+    "PooledWindowAttention", "RoutedWindowAttention", "HeadSplitAttention", "full_attention", "window_attention",
+    "pooled_window_attention", "routed_window_attention",
     "relu_linear_attention", "build_attention",
 ]
 
