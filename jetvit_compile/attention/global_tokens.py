@@ -15,6 +15,7 @@ import torch
 
 from .window import _tile_count, _tile_of
 
+
 @dataclasses.dataclass
 class GlobalTokens:
     """Keys ``k``/``v`` (``[B, H, count, D]``); ``keep`` (``[B, H, tokens]``, 0 for a global token, else 1);

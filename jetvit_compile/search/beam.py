@@ -55,6 +55,13 @@ def _efficiency(gain: float, extra_ms: float) -> float:
     return gain / extra_ms
 
 
+def meets_constraints(fidelity: float, predicted_ms: float, min_fidelity: float | None,
+                      budget_ms: float | None) -> bool:
+    """Whether a layout scored ``fidelity`` at ``predicted_ms`` meets the user's target and budget."""
+    return ((min_fidelity is None or fidelity >= min_fidelity)
+            and (budget_ms is None or predicted_ms <= budget_ms))
+
+
 def check_constraints(min_fidelity: float | None, budget_ms: float | None) -> None:
     """A UsageError for a missing or impossible constraint (before any model runs)."""
     if min_fidelity is None and budget_ms is None:
@@ -102,8 +109,7 @@ def beam_search(
         return seen[state]
 
     def meets(e: Evaluated) -> bool:
-        return ((min_fidelity is None or e.fidelity >= min_fidelity)
-                and (budget_ms is None or e.predicted_ms <= budget_ms))
+        return meets_constraints(e.fidelity, e.predicted_ms, min_fidelity, budget_ms)
 
     def bound() -> float:
         """The predicted ms of the cheapest layout meeting the fidelity target (no move costs more)."""

@@ -15,7 +15,7 @@ from torch.utils._pytree import tree_leaves
 from ..errors import UnsupportedModelError, UsageError
 from ..layout import Layout
 from ..sites import AttentionSite
-from .taps import expose_onnx_values, fx_tap_nodes, onnx_tap_values, record_fx_taps
+from .taps import check_onnx_taps_kept, expose_onnx_taps, fx_tap_nodes, inside_replaced_attention, record_fx_taps
 
 
 def _first_tensor(out) -> torch.Tensor:
@@ -88,11 +88,9 @@ class OnnxEvaluator:
         self.input_name, self.dtype = inputs[0].name, inputs[0].dtype.numpy()
         self.sites: list[AttentionSite] = sites_of(model)
         self.taps = list(taps or [])
-        self._fetch = onnx_tap_values(model, self.taps) if self.taps else None  # None: the first output
-        expose_onnx_values(model, self._fetch or [])
+        self._fetch = expose_onnx_taps(model, self.taps) if self.taps else None  # None: the first output
         if self.taps and len(sites_of(model)) != len(self.sites):  # a tap read inside attention hides its site
-            raise UsageError(f"the taps {self.taps} include a tensor inside an attention site, which a rewrite "
-                             "replaces; tap a block's output instead (a module path like backbone.encoder.layer.5)")
+            raise inside_replaced_attention(self.taps)
         self._blob = ir.serde.serialize_model(model).SerializeToString()  # each rewrite starts from a copy
 
     def _session(self, layout: Layout | None):
@@ -106,17 +104,16 @@ class OnnxEvaluator:
         if layout is not None:
             model = ir.serde.deserialize_model(onnx.ModelProto.FromString(self._blob))
             rewritten = rewrite_onnx(model, layout)[0]
-            produced = {v.name for node in rewritten.graph for v in node.outputs}
-            for tap, value in zip(self.taps, self._fetch or []):
-                if value not in produced:
-                    raise UsageError(f"tap {tap!r} lies inside an attention site that the layout replaces; "
-                                     "tap a block's output instead (a module path like backbone.encoder.layer.5)")
+            check_onnx_taps_kept(rewritten, self.taps, self._fetch or [])
             blob = ir.serde.serialize_model(rewritten).SerializeToString()
         return ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
 
+    def _feed(self, x: torch.Tensor) -> dict:
+        return {self.input_name: x.numpy().astype(self.dtype)}
+
     def model(self, layout: Layout | None):
         session = self._session(layout)
-        return lambda x: torch.from_numpy(session.run(None, {self.input_name: x.numpy().astype(self.dtype)})[0])
+        return lambda x: torch.from_numpy(session.run(None, self._feed(x))[0])
 
     def outputs(self, layout: Layout | None, images: list[torch.Tensor]) -> list:
         """Per image, the first output, or the list of the taps' values."""
@@ -124,8 +121,7 @@ class OnnxEvaluator:
             run = self.model(layout)
             return [run(x) for x in images]
         session = self._session(layout)
-        return [[torch.from_numpy(t) for t in session.run(self._fetch, {self.input_name: x.numpy().astype(self.dtype)})]
-                for x in images]
+        return [[torch.from_numpy(t) for t in session.run(self._fetch, self._feed(x))] for x in images]
 
 
 def evaluator_for(model, input_shapes: str | None = None, taps: list[str] | None = None):

@@ -28,7 +28,7 @@ from ..profiles.profile import Profile
 from ..sites import architecture_fingerprint
 from ..timing import interleaved
 from . import calibration
-from .beam import SearchResult, beam_search, check_constraints
+from .beam import SearchResult, beam_search, check_constraints, meets_constraints
 from .evaluators import evaluator_for
 from .head_trim import trim_full_heads, with_trimmed_heads
 
@@ -223,7 +223,7 @@ def search(
     if result.reached and min_fidelity is not None and FULL in best and ladder[-2].kind == "window":
         trimmed, tried = trim_full_heads(
             best, ladder[-2], [s.num_heads for s in sites], score, cost,
-            lambda f, ms: f >= min_fidelity and (budget_ms is None or ms <= budget_ms),
+            lambda f, ms: meets_constraints(f, ms, min_fidelity, budget_ms),
             step=max(e.step for e in result.evaluated) + 1,
             max_evaluations=max(0, max_evaluations - len(result.evaluated)),
             progress=say if progress else None)

@@ -20,6 +20,13 @@ from torch import fx
 from ..errors import UsageError
 
 
+def inside_replaced_attention(taps: Sequence[str]) -> UsageError:
+    """The error for taps read inside an attention site that a rewrite replaces."""
+    named = f"taps {', '.join(map(repr, taps))} lie" if len(taps) > 1 else f"tap {taps[0]!r} lies"
+    return UsageError(f"{named} inside an attention site that the layout replaces; tap a block's output instead "
+                      "(a module path like backbone.encoder.layer.5)")
+
+
 def _unknown(name: str, examples: Sequence[str], where: str) -> UsageError:
     return UsageError(f"tap {name!r} is not a module path or a tensor name of {where}; name a block's output, "
                       f"e.g. {', '.join(repr(e) for e in examples[:3])}")
@@ -63,8 +70,7 @@ def record_fx_taps(gm: fx.GraphModule, nodes: Sequence[str], tap_names: Sequence
     for i, (node_name, tap) in enumerate(zip(nodes, tap_names)):
         node = by_name.get(node_name)
         if node is None:
-            raise UsageError(f"tap {tap!r} lies inside an attention site that the layout replaces; "
-                             "tap a block's output instead (a module path like backbone.encoder.layer.5)")
+            raise inside_replaced_attention([tap])
         gm.add_submodule(f"jetvit_tap_{i}", _Recorder(store, str(i)))
         with gm.graph.inserting_after(node):
             gm.graph.call_module(f"jetvit_tap_{i}", (node,))
@@ -72,8 +78,9 @@ def record_fx_taps(gm: fx.GraphModule, nodes: Sequence[str], tap_names: Sequence
     return store
 
 
-def onnx_tap_values(model, taps: Sequence[str]) -> list[str]:
-    """The ONNX value names ``taps`` stand for in ``model`` (an ``onnx_ir.Model``)."""
+def expose_onnx_taps(model, taps: Sequence[str]) -> list[str]:
+    """Make the values ``taps`` stand for outputs of ``model``'s graph (an ``onnx_ir.Model``, in place), so a
+    session can fetch them; their value names, in order."""
     produced = {v.name: v for node in model.graph for v in node.outputs}
     last_in_scope: dict[str, str] = {}
     for node in model.graph:
@@ -89,14 +96,16 @@ def onnx_tap_values(model, taps: Sequence[str]) -> list[str]:
             resolved.append(last_in_scope[tap])
         else:
             raise _unknown(tap, blocks or list(produced), "the ONNX graph")
+    outputs = {v.name for v in model.graph.outputs}
+    for name in dict.fromkeys(resolved):
+        if name not in outputs:
+            model.graph.outputs.append(produced[name])
     return resolved
 
 
-def expose_onnx_values(model, names: Sequence[str]) -> None:
-    """Make the values ``names`` outputs of ``model``'s graph (in place), so a session can fetch them."""
-    produced = {v.name: v for node in model.graph for v in node.outputs}
-    outputs = {v.name for v in model.graph.outputs}
-    for name in names:
-        if name not in outputs:
-            model.graph.outputs.append(produced[name])
-            outputs.add(name)
+def check_onnx_taps_kept(model, taps: Sequence[str], values: Sequence[str]) -> None:
+    """Refuse taps whose values a rewrite of ``model`` (an ``onnx_ir.Model``) no longer computes."""
+    produced = {v.name for node in model.graph for v in node.outputs}
+    lost = [tap for tap, value in zip(taps, values) if value not in produced]
+    if lost:
+        raise inside_replaced_attention(lost)
