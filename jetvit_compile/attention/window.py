@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .core import attend
+
 
 def tiling_window(grid: tuple[int, int], sizes: range = range(8, 21)) -> int:
     """The window in ``sizes`` that tiles ``grid`` with the least padding (padded rows and columns are
@@ -133,7 +135,7 @@ def windowed_attention(
         bias = bias.reshape(1, h * n_win, 1, keys)
     # windows folded into the head dim: 4-D sdpa takes the fused CPU/GPU kernels, 5-D the slow math path
     qw, kw, vw = (t.reshape(b, h * n_win, -1, d) for t in (qw, kw, vw))
-    out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=bias, scale=scale)
+    out = attend(qw, kw, vw, scale, bias)
     return with_prefix_rows(q, k, v, scale, p, _from_windows(out.reshape(b, h, n_win, w2, d), grid, window))
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
+from .core import attend
 from .global_tokens import select_global_tokens
 from .window import (_from_windows, _padding_bias, _real_tokens, _tile_count, _tile_of, _to_windows,
                      with_prefix_rows)
@@ -117,10 +117,8 @@ def routed_window_attention(
         values = [shared_v.unsqueeze(2).expand(b, h, n_win, s, d)] + [t.squeeze(3) for t in routed_v] + [vw]
         bias = torch.cat([prefix_bias] + shared_bias + routed_bias
                          + [window_bias.reshape(1, 1, n_win, 1, w2).expand(b, h, n_win, 1, w2)], dim=4)
-        out = F.scaled_dot_product_attention(
-            qw.reshape(b, h * n_win, w2, d), torch.cat(keys, dim=3).reshape(b, h * n_win, -1, d),
-            torch.cat(values, dim=3).reshape(b, h * n_win, -1, d), attn_mask=bias.reshape(b, h * n_win, 1, -1),
-            scale=scale)
+        out = attend(qw.reshape(b, h * n_win, w2, d), torch.cat(keys, dim=3).reshape(b, h * n_win, -1, d),
+                     torch.cat(values, dim=3).reshape(b, h * n_win, -1, d), scale, bias.reshape(b, h * n_win, 1, -1))
         return with_prefix_rows(q, k, v, scale, p, _from_windows(out.reshape(b, h, n_win, w2, d), grid, window))
     # per group: the window's keys (shared, the window's own tokens) and the group's routed keys, one softmax
     k_win = torch.cat([shared_k.unsqueeze(2).expand(b, h, n_win, s, d), kw], dim=3)

@@ -15,6 +15,7 @@ import onnx_ir as ir
 import torch
 
 from ...attention import build_attention
+from ...attention.core import key_bias_folded
 from ...errors import RewriteError
 from ...layout import Choice
 from ...sites import AttentionSite
@@ -73,7 +74,7 @@ def _export(choice, heads, tokens, head_dim, prefix, grid, scale, dtype, k_trans
     adapter = _Adapter(block, k_transposed, layout).eval()
     args = (_example(site), _example(site, k_transposed), _example(site))
     try:
-        with warnings.catch_warnings(), _quiet_exporter():
+        with warnings.catch_warnings(), _quiet_exporter(), key_bias_folded():
             warnings.simplefilter("ignore")
             batch = torch.export.Dim("batch")
             program = torch.onnx.export(adapter, args, dynamo=True, opset_version=OPSET,
