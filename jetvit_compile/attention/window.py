@@ -144,7 +144,7 @@ def with_prefix_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     """The patch rows ``out_patch`` after the prefix rows, which are full attention over every token."""
     if not num_prefix:
         return out_patch
-    out_prefix = F.scaled_dot_product_attention(q[:, :, :num_prefix], k, v, scale=scale)
+    out_prefix = attend(q[:, :, :num_prefix], k, v, scale)
     return torch.cat([out_prefix, out_patch], dim=2)
 
 

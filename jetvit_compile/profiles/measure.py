@@ -2,7 +2,8 @@
 
 Backends: ``torch`` runs the reference module of ``attention/`` (on CUDA when torch sees a GPU, else CPU);
 ``onnxruntime`` runs the same block exported to ONNX exactly as the ONNX rewrite splices it in
-(:func:`~jetvit_compile.passes.onnx.replacement.replacement_graph`), in an ONNX Runtime CPU session.
+(:func:`~jetvit_compile.passes.onnx.replacement.replacement_graph`) as the onnxruntime target lowers it
+(full attention as ONNX Runtime's own kernel), in a CPU session.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .profile import Profile, check_backend, default_profile_path, site_entry_ke
 DEFAULT_VARIANTS = ("full", "window:7", "window:14", "window:14+pool:4", "window:14+pool:4+route:8",
                     "window:14+pool:4+route:8+global:128", "linear:relu", "linear:jetvit")
 ORT_PROVIDER = "CPUExecutionProvider"
+ORT_LOWERING = "ort-mha"  # how onnxruntime blocks are lowered; a profile measured otherwise is re-measured
 ONNX_IR_VERSION = 10
 
 
@@ -38,7 +40,8 @@ def backend_settings(backend: str) -> dict[str, Any]:
         import onnxruntime as ort
     except ImportError:
         raise UsageError("the onnxruntime backend needs onnxruntime: pip install 'jetvit-compile[cpu]'") from None
-    return {"provider": ORT_PROVIDER, "onnxruntime": ort.__version__}
+    # blocks run as the onnxruntime target runs them: full attention as ONNX Runtime's own kernel
+    return {"provider": ORT_PROVIDER, "onnxruntime": ort.__version__, "lowering": ORT_LOWERING}
 
 
 def _inputs(site: AttentionSite, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -65,13 +68,14 @@ def _torch_runner(site: AttentionSite, choice: Choice) -> Callable[[], object]:
     return run
 
 
-def onnx_block(site: AttentionSite, choice: Choice) -> bytes:
-    """The serialized ONNX model (opset 18) of one ``choice`` block at ``site``: inputs q, k, v [B, H, N, D]."""
+def onnx_block(site: AttentionSite, choice: Choice, ort_kernels: bool = False) -> bytes:
+    """The serialized ONNX model (opset 18) of one ``choice`` block at ``site``: inputs q, k, v [B, H, N, D];
+    with ``ort_kernels``, as the onnxruntime target lowers it."""
     import onnx_ir as ir
 
     from ..passes.onnx.replacement import OPSET, replacement_graph
 
-    graph = replacement_graph(site, choice, {}, False, "BHND")
+    graph = replacement_graph(site, choice, {}, False, "BHND", ort_kernels)
     graph.opset_imports[""] = OPSET
     model = ir.Model(graph, ir_version=ONNX_IR_VERSION, producer_name="jetvit-compile profile")
     return ir.serde.serialize_model(model).SerializeToString()
@@ -82,7 +86,7 @@ def _ort_runner(site: AttentionSite, choice: Choice) -> Callable[[], object]:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # no per-session warnings on stderr
-    session = ort.InferenceSession(onnx_block(site, choice), options, providers=[ORT_PROVIDER])
+    session = ort.InferenceSession(onnx_block(site, choice, ort_kernels=True), options, providers=[ORT_PROVIDER])
     names = [i.name for i in session.get_inputs()]
     feed = {n: x.numpy() for n, x in zip(names, _inputs(site, torch.device("cpu")))}
     return lambda: session.run(None, feed)
@@ -158,8 +162,11 @@ def profile_sites(
     if repeat < 1 or warmup < 0:
         raise UsageError(f"repeat must be at least 1 and warmup at least 0 (got repeat={repeat}, warmup={warmup})")
     choices = _choices(variants)
+    settings = backend_settings(backend)
+    if profile is not None and profile.settings.get("lowering") != settings.get("lowering"):
+        profile = None  # its blocks were lowered otherwise (before ORT's attention kernel): its timings are not these
     if profile is None:
-        profile = Profile.new(backend, backend_settings(backend))
+        profile = Profile.new(backend, settings)
     else:
         if profile.backend != backend:
             raise UsageError(f"the profile given is for backend {profile.backend!r}, not {backend!r}; "

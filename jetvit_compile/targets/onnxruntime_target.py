@@ -17,10 +17,10 @@ from .ort_providers import Chain
 class OrtCompiled(Compiled):
     """A rewritten ONNX model in an ONNX Runtime session; called with torch tensors or numpy arrays."""
 
-    def __init__(self, target: str, blob: bytes, chain: Chain):
+    def __init__(self, target: str, blob: bytes, chain: Chain, ort_ops: dict[str, int] | None = None):
         import onnxruntime as ort
 
-        self.target, self.blob = target, blob
+        self.target, self.blob, self.ort_ops = target, blob, ort_ops or {}
         self.session = ort.InferenceSession(blob, providers=[p for p, _ in chain],
                                             provider_options=[o for _, o in chain])
         used = self.session.get_providers()

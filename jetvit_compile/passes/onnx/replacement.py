@@ -15,7 +15,7 @@ import onnx_ir as ir
 import torch
 
 from ...attention import build_attention
-from ...attention.core import key_bias_folded
+from ...attention.core import onnx_export_form
 from ...errors import RewriteError
 from ...layout import Choice
 from ...sites import AttentionSite
@@ -46,12 +46,14 @@ def _example(site: AttentionSite, transposed: bool = False) -> torch.Tensor:
 
 
 def replacement_graph(
-    site: AttentionSite, choice: Choice, params: dict[str, torch.Tensor], k_transposed: bool, layout: str
+    site: AttentionSite, choice: Choice, params: dict[str, torch.Tensor], k_transposed: bool, layout: str,
+    ort_kernels: bool = False,
 ) -> ir.Graph:
-    """A fresh ``ir.Graph`` with inputs (q, k, v) and one output, computing ``choice`` at ``site``."""
+    """A fresh ``ir.Graph`` with inputs (q, k, v) and one output, computing ``choice`` at ``site``; with
+    ``ort_kernels``, full attention as ONNX Runtime's own kernel (:mod:`...attention.core`)."""
     block = build_attention(choice, site, params)
-    template = _export(choice, site.num_heads, site.tokens, site.head_dim, site.num_prefix_tokens,
-                       site.grid, site.scale, site.dtype, k_transposed, layout)
+    template = _export(choice, site.num_heads, site.tokens, site.head_dim, site.num_prefix_tokens, site.grid,
+                       site.scale, site.dtype, k_transposed, layout, ort_kernels)
     graph = template.clone()
     # the template was exported with a fresh module; put this site's learned values in
     state = {k: v.detach().cpu().numpy() for k, v in block.state_dict().items()}
@@ -65,7 +67,7 @@ def replacement_graph(
 
 
 @functools.lru_cache(maxsize=64)
-def _export(choice, heads, tokens, head_dim, prefix, grid, scale, dtype, k_transposed, layout) -> ir.Graph:
+def _export(choice, heads, tokens, head_dim, prefix, grid, scale, dtype, k_transposed, layout, ort_kernels) -> ir.Graph:
     site = AttentionSite(0, "", "", heads, head_dim, tokens, prefix, grid, scale, dtype=dtype)
     block = build_attention(choice, site)
     with torch.no_grad():  # non-zero values: the exporter folds away a zero bias, which then has no initializer
@@ -74,7 +76,7 @@ def _export(choice, heads, tokens, head_dim, prefix, grid, scale, dtype, k_trans
     adapter = _Adapter(block, k_transposed, layout).eval()
     args = (_example(site), _example(site, k_transposed), _example(site))
     try:
-        with warnings.catch_warnings(), _quiet_exporter(), key_bias_folded():
+        with warnings.catch_warnings(), _quiet_exporter(), onnx_export_form(ort_kernels):
             warnings.simplefilter("ignore")
             batch = torch.export.Dim("batch")
             program = torch.onnx.export(adapter, args, dynamo=True, opset_version=OPSET,

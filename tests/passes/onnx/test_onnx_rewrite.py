@@ -275,3 +275,22 @@ def test_pooled_window_rewrite_verifies_and_agrees_with_the_torch_path(layout):
     with torch.no_grad():
         torch_out = jc.rewrite(ep, layout)[0].module()(x).numpy()
     assert abs(onnx_out - torch_out).max() <= 1e-4
+
+
+def test_ort_kernels_rewrite_runs_full_attention_as_multi_head_attention_with_the_same_output(upgraded, feed):
+    """The onnxruntime target's lowering: a full site, and the full heads of a split site, become one
+    MultiHeadAttention; window cores stay plain ops; a learned linear:jetvit block keeps its parameters;
+    the output is the portable rewrite's."""
+    site = sites_of(upgraded)[2]
+    layout = Layout(default=FULL, overrides={2: parse_choice("linear:jetvit"), 3: parse_choice("window:7+pool:4"),
+                                             4: parse_choice("window:8+full:0.3")},
+                    params=_jetvit_params(site))
+    plain, plain_summary, _ = rewrite_onnx(upgraded.clone(), layout)
+    lowered, summary, spliced = rewrite_onnx(upgraded.clone(), layout, ort_kernels=True)
+    assert summary == plain_summary == {"to_window": 2, "to_linear": 1}
+    assert len(spliced) == 12  # every site, full ones included
+    mha = Counter(n.name.split("/")[1] for n in lowered.graph if n.op_type == "MultiHeadAttention")
+    assert mha == {f"site{i}": 1 for i in (0, 1, 4, 5, 6, 7, 8, 9, 10, 11)}, mha
+    assert lowered.opset_imports["com.microsoft"] == 1
+    assert _max_diff(_run(lowered, feed), _run(plain, feed)) < 1e-4
+    assert verify(lowered, spliced, feed, layout.site_params)  # each block is its reference maths
