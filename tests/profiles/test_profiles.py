@@ -180,6 +180,14 @@ def test_onnxruntime_backend_produces_entries():
     assert prof.backend == "onnxruntime" and prof.settings["provider"] == "CPUExecutionProvider"
     assert set(prof.entries) == {site_entry_key(_site(), "full"), site_entry_key(_site(), "linear:relu")}
     assert all(e["median_ms"] > 0 and e["runs"] == 2 for e in prof.entries.values())
+    # its blocks run as the onnxruntime target runs them; a profile lowered otherwise is measured afresh
+    assert prof.settings["lowering"] == "ort-mha"
+    again = profile_sites([_site()], variants=("full",), backend="onnxruntime", profile=prof, **FAST)
+    assert again.run_summary["reused"] == 1
+    prof.settings.pop("lowering")  # as measured before full attention ran as ONNX Runtime's kernel
+    stale = profile_sites([_site()], variants=("full",), backend="onnxruntime", profile=prof, **FAST)
+    assert stale is not prof and stale.run_summary == {"measured": 1, "reused": 0, "skipped": []}
+    assert stale.settings["lowering"] == "ort-mha" and len(stale) == 1
 
 
 def test_progress_goes_to_stderr_and_is_quiet_when_off(capsys):
