@@ -112,7 +112,8 @@ def compile_onnx(
         raise RewriteError(f"target {target} cannot compile {Path(path).name} here: {why}")
     settings = settings or CompileSettings()
     layout = Layout.coerce(layout)
-    model, summary, _ = rewrite_onnx(prepare(path, input_shapes), layout)
+    prepared = prepare(path, input_shapes)  # read once: the onnxruntime target rewrites its own copy
+    model, summary, _ = rewrite_onnx(prepared.clone(), layout)
     feed = input_feed(model)
     blob = ir.serde.serialize_model(model).SerializeToString()
     reference = _onnxruntime().InferenceSession(blob, providers=[CPU_EP]).run(None, feed)
@@ -121,7 +122,7 @@ def compile_onnx(
     def build(name: str):
         target_blob = blob
         if name == "onnxruntime":  # full attention as its own kernel (TensorRT fuses the plain graph itself)
-            lowered, _, _ = rewrite_onnx(prepare(path, input_shapes), layout, ort_kernels=True)
+            lowered, _, _ = rewrite_onnx(prepared.clone(), layout, ort_kernels=True)
             target_blob = ir.serde.serialize_model(lowered).SerializeToString()
         compiled, outputs = _build(name, target_blob, feed, settings, trt_cache_folder(output), half)
         return compiled, _max_abs_diff(outputs, reference)

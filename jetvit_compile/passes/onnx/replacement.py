@@ -52,6 +52,8 @@ def replacement_graph(
     """A fresh ``ir.Graph`` with inputs (q, k, v) and one output, computing ``choice`` at ``site``; with
     ``ort_kernels``, full attention as ONNX Runtime's own kernel (:mod:`...attention.core`)."""
     block = build_attention(choice, site, params)
+    # only full attention takes another form for ONNX Runtime (attention.core): other blocks share one export
+    ort_kernels = ort_kernels and (choice.kind == "full" or bool(choice.full_heads))
     template = _export(choice, site.num_heads, site.tokens, site.head_dim, site.num_prefix_tokens, site.grid,
                        site.scale, site.dtype, k_transposed, layout, ort_kernels)
     graph = template.clone()
