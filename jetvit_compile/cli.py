@@ -177,6 +177,9 @@ def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None,
 @click.option("--timing-cache-path", default=None, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--tvm-trials", default=0, show_default=True, type=click.IntRange(min=0),
               help="MetaSchedule trial budget for --target tvm (0: untuned); records are kept per device and reused.")
+@click.option("--quantize", default=None, type=click.Choice(["int8"]),
+              help="ONNX files, onnxruntime: the linear layers' weights in int8, activations quantized at run "
+                   "time (faster on CPUs with VNNI; the output moves a little: judge it with bench).")
 @click.option("--tvm-database", default=None, type=click.Path(file_okay=False, path_type=str),
               help="TVM tuning database folder (default: per device, beside the latency profiles).")
 @click.option("--tvm-remote", default=None, metavar="HOST:PORT/KEY",
@@ -184,8 +187,8 @@ def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None,
 @_json
 @_friendly
 def compile_command(model: str, layout: str, target: str, output: str, input_shapes: str | None, min_block_size: int,
-                    workspace_size: int, timing_cache_path: str | None, tvm_trials: int, tvm_database: str | None,
-                    tvm_remote: str | None, as_json: bool) -> None:
+                    workspace_size: int, timing_cache_path: str | None, tvm_trials: int, quantize: str | None,
+                    tvm_database: str | None, tvm_remote: str | None, as_json: bool) -> None:
     """Rewrite MODEL (.pt2 torch.export program or .onnx file), lower it on the best available target, and
     save it with a manifest (.onnx files: ONNX Runtime's TensorRT provider, else ONNX Runtime)."""
     import json
@@ -204,9 +207,11 @@ def compile_command(model: str, layout: str, target: str, output: str, input_sha
     if not (is_pt2(model) or is_onnx):
         raise UsageError(f"{model}: compile takes a torch.export program saved as .pt2 or an .onnx file")
     if is_onnx:
-        onnx_target_candidates(target)  # a target that does not take ONNX files is refused before any work
+        onnx_target_candidates(target, quantize)  # a target that does not take ONNX files is refused before any work
     elif input_shapes:
         raise UsageError("--input-shape applies to ONNX files; export the torch program at the size you need")
+    elif quantize:
+        raise UsageError("--quantize applies to ONNX files compiled for onnxruntime; export the program to ONNX first")
     check_output_path(output, model)
     if Path(model).resolve().parent == Path(output).resolve() and Path(model).name in ARTIFACT_NAMES:
         raise UsageError(f"writing into {output} would overwrite the input {model}; choose another output folder")
@@ -214,7 +219,7 @@ def compile_command(model: str, layout: str, target: str, output: str, input_sha
                                timing_cache_path=timing_cache_path, tvm_trials=tvm_trials, tvm_database=tvm_database,
                                tvm_remote=tvm_remote)
     if is_onnx:
-        result = compile_onnx(model, layout, target, input_shapes, settings=settings, output=output)
+        result = compile_onnx(model, layout, target, input_shapes, settings=settings, output=output, quantize=quantize)
     else:
         result = compile_model(load_pt2(model), layout, target, settings=settings, output=output)
     if as_json:
@@ -226,6 +231,10 @@ def compile_command(model: str, layout: str, target: str, output: str, input_sha
     if tuning and tuning["database"]:
         click.echo(f"tvm tuning: {tuning['trials']} new trials on {tuning['tasks']} tasks in {tuning['seconds']:.1f} s"
                    f"{' (all reused)' if tuning['reused'] else ''}; database {tuning['database']}")
+    q = result.manifest.get("quantized")
+    if q:
+        click.echo(f"quantized {q['linear_layers']} linear layers to {q['scheme']} (output moved by up to "
+                   f"{q['max_abs_diff_from_float']:.2e} from float on the check input; judge it on photos with bench)")
     click.echo(f"compiled with {result.target} (max abs error vs rewritten graph {result.max_abs_error:.2e}); "
                f"wrote {output}/{', '.join(result.manifest['files'])} and manifest.json")
 
@@ -272,6 +281,9 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
 @click.option("--profile", "profile_path", default=None, type=click.Path(dir_okay=False, path_type=str),
               help="Latency profile to use and extend (default: this device's, in the cache).")
 @click.option("--force", is_flag=True, help="Use a profile measured on another device anyway.")
+@click.option("--quantize", default=None, type=click.Choice(["int8"]),
+              help="ONNX files: score every layout with its linear layers in int8 (as compile --quantize int8 "
+                   "builds it), so the target holds for the quantized model.")
 @click.option("--calib-images", default=4, show_default=True, type=click.IntRange(min=2), help="Photos the search scores on.")
 @click.option("--held-out-images", default=8, show_default=True, type=click.IntRange(min=2), help="Photos the result is judged on.")
 @click.option("--beam", default=2, show_default=True, type=click.IntRange(min=1), help="Layouts kept per step.")
@@ -282,7 +294,7 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
 @_friendly
 def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float | None, taps: tuple[str, ...],
            budget_ms: float | None, variants: str, backend: str | None, profile_path: str | None, force: bool,
-           calib_images: int, held_out_images: int, beam: int, max_evaluations: int, report: str | None,
+           quantize: str | None, calib_images: int, held_out_images: int, beam: int, max_evaluations: int, report: str | None,
            output: str) -> None:
     """Search a per-site attention layout for MODEL (.onnx or .pt2) that keeps its output (PTAS)."""
     from pathlib import Path
@@ -294,7 +306,7 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
                          budget_ms=budget_ms,
                          variants=[v for v in variants.split(",") if v.strip()] if variants else None,
                          backend=backend,
-                         profile=profile_path, force_profile=force, max_calibration=calib_images,
+                         profile=profile_path, force_profile=force, quantize=quantize, max_calibration=calib_images,
                          max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations,
                          output=output, report=report)
     r = outcome.result

@@ -163,6 +163,8 @@ def _save(result: CompileResult, folder: Path, layout: Layout, inputs) -> dict:
         manifest["providers"] = result.compiled.providers
     if getattr(result.compiled, "ort_ops", None):  # onnxruntime: its own kernels the model was lowered to
         manifest["onnxruntime_ops"] = result.compiled.ort_ops
+    if getattr(result.compiled, "quantized", None):  # --quantize: scheme, layers, distance from the float model
+        manifest["quantized"] = result.compiled.quantized
     with atomic_write(folder / "manifest.json") as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -1,6 +1,7 @@
 """Compile an ONNX file: rewrite it by a layout, build an ONNX Runtime session on the first provider
 chain that works here (TensorRT provider, then CUDA / CPU; for the latter, full attention as ONNX Runtime's
-own kernel), check it against the rewritten model on the CPU provider, and save ``model.onnx`` with a manifest."""
+own kernel; with ``quantize="int8"``, its linear layers in int8), check it against the rewritten model on the
+CPU provider, and save ``model.onnx`` with a manifest."""
 from __future__ import annotations
 
 import collections
@@ -16,6 +17,7 @@ from .compile import ARTIFACT_NAMES, CompileResult, _save, try_targets
 from .errors import RewriteError, UsageError
 from .layout import Layout
 from .onnx_pipeline import _onnxruntime, input_feed, prepare
+from .passes.onnx.quantize import check_scheme, quantize_linear_layers
 from .passes.onnx.rewrite import rewrite_onnx
 from .targets.base import CompileSettings
 from .targets.onnxruntime_target import OrtCompiled
@@ -25,9 +27,13 @@ from .targets.ort_providers import CPU_EP, ORT_TARGETS, available, provider_chai
 ONNX_TARGETS = (*ORT_TARGETS, "tvm")  # tvm by name only: untuned or briefly tuned it loses to ONNX Runtime
 
 
-def onnx_target_candidates(target: str) -> list[str]:
+def onnx_target_candidates(target: str, quantize: str | None = None) -> list[str]:
+    check_scheme(quantize)
+    if quantize is not None and target not in ("auto", "onnxruntime"):
+        raise UsageError(f"--quantize {quantize} is for the onnxruntime target (ONNX Runtime's CPU int8 kernels); "
+                         f"use --target onnxruntime or auto, not {target}")
     if target == "auto":
-        return list(ORT_TARGETS)
+        return ["onnxruntime"] if quantize else list(ORT_TARGETS)
     if target not in ONNX_TARGETS:
         raise UsageError(f"target {target!r} does not take ONNX files; choose auto, {', '.join(ONNX_TARGETS)} "
                          "(torch_compile and torch take a torch.export .pt2 program)")
@@ -101,10 +107,15 @@ def compile_onnx(
     input_shapes: str | dict | None = None,
     settings: CompileSettings | None = None,
     output: str | os.PathLike | None = None,
+    quantize: str | None = None,
 ) -> CompileResult:
     """Rewrite the ONNX file ``path`` by ``layout``, build it on ``target`` (``"auto"``: tensorrt, then
-    onnxruntime), check it against the rewritten model on the CPU provider, save it into ``output``."""
-    candidates = onnx_target_candidates(target)
+    onnxruntime), check it against the rewritten model on the CPU provider, save it into ``output``.
+
+    ``quantize="int8"`` (onnxruntime only) quantizes the linear layers after the rewrite
+    (:mod:`.passes.onnx.quantize`); the check is then against the quantized model on the CPU provider, and
+    the manifest records how far the quantized output moved from the float one on the check's input."""
+    candidates = onnx_target_candidates(target, quantize)
     if output is not None:
         _check_output(output, path)
     ok, why = _target_available(target) if target != "auto" else (True, "")
@@ -120,12 +131,18 @@ def compile_onnx(
     half = any(x.dtype == np.float16 for x in feed.values())
 
     def build(name: str):
-        target_blob = blob
+        target_blob, check, quantized = blob, reference, None
         if name == "onnxruntime":  # full attention as its own kernel (TensorRT fuses the plain graph itself)
             lowered, _, _ = rewrite_onnx(prepared.clone(), layout, ort_kernels=True)
             target_blob = ir.serde.serialize_model(lowered).SerializeToString()
+        if quantize:  # checked against the quantized model; how far that moved from float goes in the manifest
+            target_blob, layers = quantize_linear_layers(target_blob, quantize)
+            check = _onnxruntime().InferenceSession(target_blob, providers=[CPU_EP]).run(None, feed)
+            quantized = {"scheme": quantize, "linear_layers": layers,
+                         "max_abs_diff_from_float": _max_abs_diff(check, reference)}
         compiled, outputs = _build(name, target_blob, feed, settings, trt_cache_folder(output), half)
-        return compiled, _max_abs_diff(outputs, reference)
+        compiled.quantized = quantized
+        return compiled, _max_abs_diff(outputs, check)
 
     name, compiled, err, skipped = try_targets(candidates, target, _target_available, build, "the rewritten model")
     result = CompileResult(name, compiled, summary, skipped, err)

@@ -1,7 +1,8 @@
 """Run one model, rewritten by any layout, on images: what the search scores, for either IR.
 
 ``TorchEvaluator`` holds a torch.export program and runs its rewrites in torch; ``OnnxEvaluator`` holds an
-ONNX file and runs its rewrites in ONNX Runtime (CPU). Both give, per image, the model's first output, or
+ONNX file and runs its rewrites in ONNX Runtime (CPU), lowered as the onnxruntime target lowers them (and,
+with ``quantize``, with their linear layers quantized as that target's ``--quantize`` does). Both give, per image, the model's first output, or
 the tensors named as taps (:mod:`.taps`: the features a task head reads), so fidelity is judged on the
 real output or on what the head sees; both know the model's sites and input size.
 """
@@ -71,8 +72,11 @@ class TorchEvaluator:
 class OnnxEvaluator:
     backend = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike, input_shapes: str | None = None, taps: list[str] | None = None):
+    def __init__(self, path: str | os.PathLike, input_shapes: str | None = None, taps: list[str] | None = None,
+                 quantize: str | None = None):
         import onnx_ir as ir
+
+        from ..passes.onnx.quantize import check_scheme
 
         from ..onnx_pipeline import prepare
         from ..passes.onnx.rewrite import sites_of
@@ -88,6 +92,8 @@ class OnnxEvaluator:
         self.input_name, self.dtype = inputs[0].name, inputs[0].dtype.numpy()
         self.sites: list[AttentionSite] = sites_of(model)
         self.taps = list(taps or [])
+        check_scheme(quantize)
+        self.quantize = quantize  # applies to every rewrite; the original (layout None) stays as it is
         self._fetch = expose_onnx_taps(model, self.taps) if self.taps else None  # None: the first output
         if self.taps and len(sites_of(model)) != len(self.sites):  # a tap read inside attention hides its site
             raise inside_replaced_attention(self.taps)
@@ -98,14 +104,17 @@ class OnnxEvaluator:
         import onnx_ir as ir
         import onnxruntime as ort
 
+        from ..passes.onnx.quantize import quantize_linear_layers
         from ..passes.onnx.rewrite import rewrite_onnx
 
         blob = self._blob
         if layout is not None:
             model = ir.serde.deserialize_model(onnx.ModelProto.FromString(self._blob))
-            rewritten = rewrite_onnx(model, layout)[0]
+            rewritten = rewrite_onnx(model, layout, ort_kernels=True)[0]
             check_onnx_taps_kept(rewritten, self.taps, self._fetch or [])
             blob = ir.serde.serialize_model(rewritten).SerializeToString()
+            if self.quantize:
+                blob = quantize_linear_layers(blob, self.quantize)[0]
         return ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
 
     def _feed(self, x: torch.Tensor) -> dict:
@@ -124,19 +133,24 @@ class OnnxEvaluator:
         return [[torch.from_numpy(t) for t in session.run(self._fetch, self._feed(x))] for x in images]
 
 
-def evaluator_for(model, input_shapes: str | None = None, taps: list[str] | None = None):
+def evaluator_for(model, input_shapes: str | None = None, taps: list[str] | None = None,
+                  quantize: str | None = None):
     """The evaluator of an ExportedProgram, a ``.pt2`` file or an ONNX file, judging ``taps`` (None: the
-    first output)."""
+    first output), with every rewrite's linear layers quantized by ``quantize`` (ONNX files only)."""
+    from ..model_files import is_pt2, load_pt2
+
+    program = isinstance(model, torch.export.ExportedProgram) or (isinstance(model, (str, os.PathLike)) and is_pt2(model))
+    if quantize and program:
+        raise UsageError("--quantize applies to ONNX files (ONNX Runtime's int8 kernels); export the program to "
+                         "ONNX and search that")
     if isinstance(model, torch.export.ExportedProgram):
         if input_shapes:
             raise UsageError("--input-shape applies to ONNX files; export the torch program at the size you need")
         return TorchEvaluator(model, taps)
     if isinstance(model, (str, os.PathLike)):
-        from ..model_files import is_pt2, load_pt2
-
         if is_pt2(model):
             if input_shapes:
                 raise UsageError("--input-shape applies to ONNX files; export the torch program at the size you need")
             return TorchEvaluator(load_pt2(model), taps)
-        return OnnxEvaluator(model, input_shapes, taps)
+        return OnnxEvaluator(model, input_shapes, taps, quantize)
     raise UsageError(f"the search takes a torch.export.ExportedProgram or a .pt2 / .onnx file, got {type(model).__name__}")

@@ -4,7 +4,9 @@ Heads of a block differ (README, 1036 px results: full attention on 3 of 6 heads
 most sensitive block keeps nearly all that full attention keeps). For each full site, in site order, each
 head alone goes to the rung below (the others full) and is scored; then heads leave full attention one by
 one, the least missed first, while the layout still meets the target. Every layout tried is scored end to
-end like any other, so the trim can only keep what meets the target.
+end like any other, so the trim can only keep what meets the target; and it keeps a trimmed site only when
+the profile prices it below full attention (at small inputs a head of the rung below can cost more than a
+full one).
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def trim_full_heads(
             if not meets(e.fidelity, e.predicted_ms):
                 break
             heads = rest
-        if len(heads) < num_heads[i]:
+        if len(heads) < num_heads[i] and cost(with_site(i, heads)) < cost(current):
             current = with_site(i, heads)
     return current, tried
 

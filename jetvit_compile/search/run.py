@@ -145,6 +145,7 @@ def search(
     backend: str | None = None,
     profile: str | os.PathLike | None = None,
     force_profile: bool = False,
+    quantize: str | None = None,
     held_out: float = 0.5,
     max_calibration: int | None = 4,
     max_held_out: int | None = 8,
@@ -167,6 +168,10 @@ def search(
     ``backend`` (default: onnxruntime for ONNX files, torch for programs) is what latency is profiled and
     measured on. Writes the layout JSON to ``output`` and a Markdown report into the folder ``report``
     when given. A target no layout meets is not an error: the outcome says so and holds the best found.
+
+    ``quantize="int8"`` (ONNX files): every layout is scored, judged and timed with its linear layers in
+    int8, as ``compile_onnx(..., quantize="int8")`` builds it, against the float original; the profile's
+    attention blocks stay float (they are), the rest of the model is priced from the quantized original.
     """
     say = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
     check_constraints(min_fidelity, budget_ms)
@@ -180,7 +185,7 @@ def search(
         raise UsageError(f"report folder {report} is a file; give a folder for the report")
     paths = images_in(calib)
     calib_paths, held_paths = calibration.split(paths, held_out, seed, max_calibration, max_held_out)
-    evaluator = evaluator_for(model, input_shapes, list(taps or []))
+    evaluator = evaluator_for(model, input_shapes, list(taps or []), quantize)
     backend = backend or evaluator.backend
     sites = evaluator.sites
     ladder = _ladder(variants or default_variants(sites[0].grid), sites)
@@ -197,7 +202,9 @@ def search(
     for n in _cost_notes(ladder, prof, sites):
         say(n)
         notes.append(n)
-    original_ms = interleaved([_latency_runner(evaluator, None, backend, held_images[0])], repeat=repeat)[0].median_ms
+    all_full = Layout(choices=[FULL] * len(sites))  # with quantize: the original, quantized
+    original_ms = interleaved([_latency_runner(evaluator, all_full if quantize else None, backend, held_images[0])],
+                              repeat=repeat)[0].median_ms
     base_ms = base_from_measurement(prof, sites, original_ms)
     reference = evaluator.outputs(None, calib_images)
     fidelity_cache: dict[str, float] = {}
@@ -233,7 +240,7 @@ def search(
                     fingerprint=architecture_fingerprint(sites))
     # judged on photos the search never saw: the result, and each single-variant layout for comparison
     held_ref = evaluator.outputs(None, held_images)
-    judged = [str(layout)] + [",".join([str(v)] * len(sites)) for v in ladder if v != FULL]
+    judged = [str(layout)] + [",".join([str(v)] * len(sites)) for v in ladder if v != FULL or quantize]
     held = {}
     for text in dict.fromkeys(judged):
         held[text] = compare(held_ref, evaluator.outputs(Layout.parse(text), held_images)).pearson
@@ -241,9 +248,14 @@ def search(
     if gap:
         say(gap)
         notes.append(gap)
-    runners = [_latency_runner(evaluator, None, backend, held_images[0]),
-               _latency_runner(evaluator, layout, backend, held_images[0])]
-    lat = interleaved(runners, repeat=repeat)
+    timed = [None, layout] + ([all_full] if quantize else [])
+    lat = interleaved([_latency_runner(evaluator, t, backend, held_images[0]) for t in timed], repeat=repeat)
+    if quantize:
+        full_text = ",".join([str(FULL)] * len(sites))
+        notes.append(f"{quantize}: every layout ran with its linear layers in {quantize}; the original so quantized "
+                     f"runs {lat[2].median_ms:.1f} ms against {lat[0].median_ms:.1f} ms in float, and keeps "
+                     f"{held[full_text]:.4f} on the held-out photos")
+        say(notes[-1])
     outcome = SearchOutcome(
         layout=layout, result=result, sensitivity=sensitivity, held_out=held,
         measured_ms={"original": lat[0].median_ms, str(layout): lat[1].median_ms},

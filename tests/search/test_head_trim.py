@@ -35,3 +35,11 @@ def test_a_site_that_needs_every_head_stays_full_and_a_small_budget_stops_early(
     trimmed, tried = trim_full_heads([BELOW, FULL, BELOW], BELOW, [4] * 3, _score, _cost, lambda f, ms: f >= 0.985,
                                      step=0, max_evaluations=3)
     assert trimmed == [BELOW, FULL, BELOW] and not tried
+
+
+def test_a_trim_the_profile_prices_above_full_attention_is_not_kept():
+    dear = lambda choices: sum(100 if c == FULL else 90 + 15 * len(c.full_heads or ()) for c in choices)  # noqa: E731
+    trimmed, tried = trim_full_heads([BELOW, FULL, BELOW], BELOW, [4] * 3, _score, dear, lambda f, ms: f >= 0.985,
+                                     step=0, max_evaluations=100)
+    assert trimmed == [BELOW, FULL, BELOW]  # {1, 3} full would meet the target, but at 90 + 30 > 100
+    assert any(e.fidelity >= 0.985 for e in tried)
