@@ -2,9 +2,10 @@
 
 ``TorchEvaluator`` holds a torch.export program and runs its rewrites in torch; ``OnnxEvaluator`` holds an
 ONNX file and runs its rewrites in ONNX Runtime (CPU), lowered as the onnxruntime target lowers them (and,
-with ``quantize``, with their linear layers quantized as that target's ``--quantize`` does). Both give, per image, the model's first output, or
-the tensors named as taps (:mod:`.taps`: the features a task head reads), so fidelity is judged on the
-real output or on what the head sees; both know the model's sites and input size.
+with ``quantize``, with their linear layers quantized as that target's ``--quantize`` does). Both give, per
+image, the model's first output, or the tensors named as taps (:mod:`.taps`: the features a task head
+reads), so fidelity is judged on the real output or on what the head sees; both know the model's sites and
+input size.
 """
 from __future__ import annotations
 
@@ -76,9 +77,8 @@ class OnnxEvaluator:
                  quantize: str | None = None):
         import onnx_ir as ir
 
-        from ..passes.onnx.quantize import check_scheme
-
         from ..onnx_pipeline import prepare
+        from ..passes.onnx.quantize import check_scheme
         from ..passes.onnx.rewrite import sites_of
 
         model = prepare(path, input_shapes)
