@@ -19,7 +19,7 @@ from jetvit_compile.compile_onnx import compile_onnx
 from jetvit_compile.errors import UsageError
 from jetvit_compile.fidelity import pearson
 from jetvit_compile.images import load_batch, photo_paths
-from jetvit_compile.onnx_pipeline import prepare, rewrite_onnx_file
+from jetvit_compile.onnx_pipeline import rewrite_onnx_file
 from jetvit_compile.passes.onnx.quantize import linear_layer_nodes, quantize_linear_layers
 
 from cli_errors import error_line
