@@ -260,7 +260,8 @@ def search(
     predicted = {"original": cost(all_full.choices), str(layout): result.best.predicted_ms}
     if quantize:  # the profile priced quantized models: the prediction is the quantized original's
         full_text, quantized = str(all_full), quantized_original(quantize)
-        measured[quantized], predicted[quantized], predicted["original"] = lat[2].median_ms, predicted["original"], None
+        measured[quantized] = lat[2].median_ms
+        predicted[quantized], predicted["original"] = predicted["original"], None
         notes.append(f"{quantize}: every layout ran with its linear layers in {quantize}; the original so quantized "
                      f"runs {lat[2].median_ms:.1f} ms against {lat[0].median_ms:.1f} ms in float, and keeps "
                      f"{held[full_text]:.4f} on the held-out photos")

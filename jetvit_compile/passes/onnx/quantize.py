@@ -21,9 +21,9 @@ from pathlib import Path
 import onnx
 
 from ...errors import UsageError
+from .rewrite import REPLACEMENT_PREFIX
 
 QUANTIZE_SCHEMES = ("int8",)
-_REPLACEMENT_PREFIX = "jetvit/"  # rewrite.py splices each site's replacement under jetvit/site{i}/
 
 
 def check_scheme(scheme: str | None) -> None:
@@ -38,7 +38,7 @@ def linear_layer_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     weights |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"
                 and n.attribute and n.attribute[0].t and len(n.attribute[0].t.dims) == 2}
     return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights
-            and not n.name.startswith(_REPLACEMENT_PREFIX)]
+            and not n.name.startswith(REPLACEMENT_PREFIX)]
 
 
 def quantize_linear_layers(blob: bytes, scheme: str = "int8") -> tuple[bytes, int]:

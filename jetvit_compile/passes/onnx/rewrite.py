@@ -32,6 +32,9 @@ class Spliced:
     output: ir.Value
 
 
+REPLACEMENT_PREFIX = "jetvit/"  # every spliced replacement node is named under it
+
+
 def upgrade_opset(model: ir.Model, opset: int = OPSET) -> ir.Model:
     if model.opset_imports.get("", opset) >= opset:
         return model
@@ -85,7 +88,7 @@ def rewrite_onnx(
         for domain, version in sub.opset_imports.items():
             if domain:  # com.microsoft, for ONNX Runtime's kernels
                 model.opset_imports.setdefault(domain, version)
-        out = splice(model.graph, sub, inputs, site.handles.output, prefix=f"jetvit/site{site.index}/")
+        out = splice(model.graph, sub, inputs, site.handles.output, prefix=f"{REPLACEMENT_PREFIX}site{site.index}/")
         spliced.append(Spliced(site, choice, tuple(inputs), k_transposed, out))
         if choice.kind in PASS_NAMES:
             summary[PASS_NAMES[choice.kind]] += 1
