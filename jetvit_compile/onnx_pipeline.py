@@ -8,7 +8,7 @@ import numpy as np
 import onnx_ir as ir
 
 from .errors import UnsupportedModelError, UsageError
-from .evaluate import LayoutResult, side_by_side
+from .measure.rows import LayoutResult, side_by_side
 from .images import images_in, load_image, photo_paths
 from .layout import Layout
 from ._files import check_output_path
@@ -17,7 +17,7 @@ from .passes.onnx import find_attention, set_input_shapes
 from .passes.onnx.rewrite import rewrite_onnx
 from .passes.onnx.verify import verify
 from .sites import AttentionSite, Grid
-from .timing import interleaved
+from .measure.timing import interleaved
 
 
 

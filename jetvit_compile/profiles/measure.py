@@ -17,7 +17,7 @@ import torch
 from ..errors import UnsupportedModelError, UsageError
 from ..layout import Choice, parse_choice
 from ..sites import AttentionSite
-from ..timing import measure
+from ..measure.timing import measure
 from .device import device_key
 from .profile import Profile, check_backend, default_profile_path, site_entry_key
 

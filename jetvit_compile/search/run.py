@@ -18,7 +18,7 @@ import torch
 from .._files import check_output_path
 from ..attention.window import tiling_window
 from ..errors import UsageError
-from ..fidelity import compare
+from ..measure.fidelity import compare
 from ..images import images_in
 from ..layout import FULL, Choice, Layout, parse_choice
 from ..passes.checks import check_choice
@@ -26,7 +26,7 @@ from ..profiles.cost_model import base_from_measurement, block_times, predict
 from ..profiles.measure import profile_to_file
 from ..profiles.profile import Profile
 from ..sites import architecture_fingerprint
-from ..timing import interleaved
+from ..measure.timing import interleaved
 from . import calibration
 from .beam import SearchResult, beam_search, check_constraints, meets_constraints
 from .evaluators import evaluator_for

@@ -10,7 +10,7 @@ import dataclasses
 
 import torch
 
-from ..fidelity import compare
+from ..measure.fidelity import compare
 from ..layout import Layout, parse_choice
 from ..passes.fx.program import rewrite_module, sites_of
 

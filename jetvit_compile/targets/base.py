@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..timing import Latency, measure
+from ..measure.timing import Latency, measure
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,40 @@
+"""Models side by side: one row each (latency, speedup over the first row, fidelity to it), and their table."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .fidelity import Fidelity, compare
+from .timing import Latency
+
+
+@dataclasses.dataclass(frozen=True)
+class LayoutResult:
+    layout: str  # the row's label; the first row is the baseline every speedup is over
+    summary: dict[str, int]
+    latency: Latency
+    speedup: float  # the first row's median / this median
+    fidelity: Fidelity | None  # None for the first row
+
+
+def side_by_side(labels: list[tuple[str, dict[str, int]]], latencies: list[Latency],
+                 outputs: list[list[torch.Tensor]]) -> list[LayoutResult]:
+    """Rows against the first model: speedup of each median, fidelity of each model's outputs."""
+    base = latencies[0].median_s
+    return [
+        LayoutResult(name, summary, lat, base / lat.median_s, compare(outputs[0], outs) if i else None)
+        for i, ((name, summary), lat, outs) in enumerate(zip(labels, latencies, outputs))
+    ]
+
+
+def layout_table(rows: list[LayoutResult]) -> str:
+    """A Markdown table: one row per layout (or model)."""
+    head = ["layout", "latency ms (median)", "p90 ms", "speedup", "pearson mean", "pearson min", "MAE"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        f = r.fidelity
+        fid = [f"{f.pearson:.3f}", f"{f.pearson_min:.3f}", f"{f.mae:.4f}"] if f else ["1", "1", "0"]
+        cells = [r.layout, f"{r.latency.median_ms:.1f}", f"{r.latency.p90_s * 1e3:.1f}", f"{r.speedup:.2f}x", *fid]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
