@@ -25,7 +25,8 @@ from .errors import UsageError
 
 SCHEMA = "jetvit-layout"
 VERSION = 1
-LINEAR_VARIANTS = ("relu", "jetvit")
+LINEAR_VARIANTS = ("relu", "jetvit", "hedgehog")
+LEARNED_RANK = 8  # ``+learned`` without a rank: bench/results/blockwise_518.md measured the candidates
 _CHOICE_HELP = ("full, window:<size> (e.g. window:14), window:<size>+pool:<cell> (window plus pooled global "
                 "keys, e.g. window:14+pool:4), window:<size>+pool:<cell>+route:<cells> (also reads each "
                 "window's top cells token by token, e.g. window:15+pool:4+route:8), "
@@ -34,12 +35,19 @@ _CHOICE_HELP = ("full, window:<size> (e.g. window:14), window:<size>+pool:<cell>
                 "window:<size>+pool:<cell>[+route:<cells>]+global:<tokens> (every window also reads the tokens per "
                 "head that the image's mean query favours most, e.g. window:15+pool:4+global:256), any window "
                 "choice +full:<h>.<h>... (those heads full attention, e.g. window:15+pool:4+route:32+full:1.2.5), "
-                "linear:relu or linear:jetvit")
+                "any window choice +learned or +learned:<rank> (a per-head temperature and a rank-<rank> update of q "
+                f"and k, learned by attention transfer; +learned is rank {LEARNED_RANK}, +learned:0 the temperature "
+                "only; untrained it equals the choice without it, e.g. window:19+pool:4+learned), "
+                "linear:relu, linear:jetvit (ReLU linear attention + a learned dynamic conv on V) or linear:hedgehog "
+                "(linear attention with learned per-head feature maps + the learned conv)")
 
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """What one site becomes: ``full``, ``window`` (with a size) or ``linear`` (with a variant)."""
+    """What one site becomes: ``full``, ``window`` (with a size) or ``linear`` (with a variant).
+
+    Learned choices (``linear:jetvit``, ``linear:hedgehog``, ``+learned``) take their parameters from the
+    layout's ``site{i}.{param}`` values; without them they run at their documented init (attention/)."""
 
     kind: str
     window: int | None = None
@@ -49,6 +57,12 @@ class Choice:
     global_tokens: int | None = None  # pooled window only: every window also reads these many global tokens
     group: int | None = None  # routed only: cells ranked per group x group block of queries (None: per window)
     full_heads: tuple[int, ...] | None = None  # window only: these heads run full attention instead
+    learned: int | None = None  # window only: rank of the learned q/k correction (attention/learned_qk.py)
+
+    @property
+    def is_learned(self) -> bool:
+        """Whether the block has parameters that attention transfer learns."""
+        return self.learned is not None or (self.kind == "linear" and self.variant in ("jetvit", "hedgehog"))
 
     def __str__(self) -> str:
         if self.kind == "window":
@@ -56,7 +70,9 @@ class Choice:
                     + (f"+route:{self.route}" if self.route else "")
                     + (f"+group:{self.group}" if self.group else "")
                     + (f"+global:{self.global_tokens}" if self.global_tokens else "")
-                    + ("+full:" + ".".join(map(str, self.full_heads)) if self.full_heads else ""))
+                    + ("+full:" + ".".join(map(str, self.full_heads)) if self.full_heads else "")
+                    + ("" if self.learned is None else "+learned" if self.learned == LEARNED_RANK
+                       else f"+learned:{self.learned}"))
         if self.kind == "linear":
             return f"linear:{self.variant}"
         return "full"
@@ -70,7 +86,7 @@ def parse_choice(text: str) -> Choice:
     if t == "full":
         return FULL
     m = re.fullmatch(r"window:(\d+)(?:\+pool:(\d+)(?:\+route:(\d+)(?:\+group:(\d+))?)?(?:\+global:(\d+))?)?"
-                     r"(?:\+full:(\d+(?:\.\d+)*))?", t)
+                     r"(?:\+full:(\d+(?:\.\d+)*))?(\+learned(?::(\d+))?)?", t)
     if m:
         size, pool, route, group, tokens = (int(g) if g else None for g in m.groups()[:5])
         heads = tuple(sorted(int(h) for h in m.group(6).split("."))) if m.group(6) else None
@@ -81,8 +97,9 @@ def parse_choice(text: str) -> Choice:
         if group is not None and size % group:
             raise UsageError(f"{text!r}: the route group {group} must divide the window {size} "
                              f"(e.g. window:15 with group:5 or group:3)")
+        learned = (int(m.group(8)) if m.group(8) else LEARNED_RANK) if m.group(7) else None
         return Choice("window", window=size, pool=pool, route=route, global_tokens=tokens,
-                      group=None if group == size else group, full_heads=heads)
+                      group=None if group == size else group, full_heads=heads, learned=learned)
     m = re.fullmatch(r"linear:(\w+)", t)
     if m and m.group(1) in LINEAR_VARIANTS:
         return Choice("linear", variant=m.group(1))

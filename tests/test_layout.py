@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from jetvit_compile.errors import UsageError
-from jetvit_compile.layout import FULL, Choice, Layout, parse_choice
+from jetvit_compile.layout import FULL, LEARNED_RANK, Choice, Layout, parse_choice
 from jetvit_compile.sites import AttentionSite, architecture_fingerprint
 
 
@@ -21,6 +21,8 @@ def test_inline_forms():
     ("window:7+pool:4+global:0", "at least 1"), ("window:7+global:8", "unknown attention choice"),
     ("window:15+pool:4+route:8+group:4", "must divide the window 15"), ("window:15+pool:4+group:5", "unknown"),
     ("window:7+route:2", "unknown attention choice"), ("window", "unknown attention choice"),
+    ("window:7+learned:x", "unknown attention choice"), ("linear:relu+learned", "unknown attention choice"),
+    ("window:7+learned+pool:2", "unknown attention choice"),
     ("full;window:3", "choice@i,j"), ("full,window:3;full@1", "single default"),
 ])
 def test_parse_errors(text, message):
@@ -72,8 +74,10 @@ def test_missing_layout_file(tmp_path):
 def test_choice_strings_round_trip():
     for text in ["full", "window:7", "window:7+pool:4", "window:15+pool:4+route:8", "window:15+pool:4+global:256",
                  "window:15+pool:4+route:8+global:64", "window:15+pool:4+route:8+group:5",
-                 "window:15+pool:4+route:8+group:3+global:128", "linear:relu", "linear:jetvit"]:
+                 "window:15+pool:4+route:8+group:3+global:128", "linear:relu", "linear:jetvit", "linear:hedgehog",
+                 "window:19+learned", "window:19+pool:4+learned:0", "window:15+pool:4+route:8+full:1.2+learned:4"]:
         assert str(parse_choice(text)) == text
+        assert parse_choice(str(parse_choice(text))) == parse_choice(text)
     assert parse_choice("window:7") == Choice("window", window=7)
     assert parse_choice("window:15+pool:4+route:8") == Choice("window", window=15, pool=4, route=8)
     assert parse_choice("window:15+pool:4+global:64") == Choice("window", window=15, pool=4, global_tokens=64)
@@ -108,3 +112,19 @@ def test_written_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_learned_choices_and_their_default_rank():
+    assert parse_choice("window:19+pool:4+learned") == Choice("window", window=19, pool=4, learned=LEARNED_RANK)
+    assert str(Choice("window", window=19, learned=LEARNED_RANK)) == "window:19+learned"
+    assert parse_choice("window:19+learned:0").learned == 0
+    learned = ["linear:jetvit", "linear:hedgehog", "window:7+learned", "window:7+pool:2+learned:0"]
+    assert [parse_choice(t).is_learned for t in learned] == [True] * 4
+    assert [parse_choice(t).is_learned for t in ("full", "linear:relu", "window:7+pool:2")] == [False] * 3
+
+
+def test_choice_help_names_every_learned_choice():
+    with pytest.raises(UsageError) as err:
+        parse_choice("linear:softmax")
+    for name in ("linear:hedgehog", "+learned", "linear:jetvit"):
+        assert name in str(err.value)

@@ -42,6 +42,18 @@ class DynamicDepthwiseConv(torch.nn.Module):
         return out
 
 
+def with_value_conv(out: torch.Tensor, v: torch.Tensor, conv: DynamicDepthwiseConv, grid: tuple[int, int],
+                    num_prefix: int) -> torch.Tensor:
+    """``out`` with ``conv`` of V over the patch grid added to its patch tokens (prefix tokens unchanged)."""
+    b, h, n, d = v.shape
+    gh, gw = grid
+    p = num_prefix
+    # channel c = head * head_dim + d, the order the output projection reads them in
+    v_map = v[:, :, p:].permute(0, 1, 3, 2).reshape(b, h * d, gh, gw)
+    added = conv(v_map).reshape(b, h, d, gh * gw).permute(0, 1, 3, 2).to(out.dtype)
+    return torch.cat([out[:, :, :p], out[:, :, p:] + added], dim=2)
+
+
 class JetViTAttention(torch.nn.Module):
     def __init__(
         self,
@@ -58,14 +70,7 @@ class JetViTAttention(torch.nn.Module):
         self.conv = DynamicDepthwiseConv(num_heads * head_dim, kernel_size)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        b, h, n, d = v.shape
-        gh, gw = self.grid
-        p = self.num_prefix
-        out = relu_linear_attention(q, k, v, self.eps)
-        # channel c = head * head_dim + d, the order the output projection reads them in
-        v_map = v[:, :, p:].permute(0, 1, 3, 2).reshape(b, h * d, gh, gw)
-        conv = self.conv(v_map).reshape(b, h, d, gh * gw).permute(0, 1, 3, 2).to(out.dtype)
-        return torch.cat([out[:, :, :p], out[:, :, p:] + conv], dim=2)
+        return with_value_conv(relu_linear_attention(q, k, v, self.eps), v, self.conv, self.grid, self.num_prefix)
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, head_dim={self.head_dim}, grid={self.grid}, num_prefix={self.num_prefix}"

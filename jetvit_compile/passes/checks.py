@@ -12,7 +12,13 @@ from ..sites import AttentionSite
 
 
 def check_choice(site: AttentionSite, choice: Choice, params: dict[str, torch.Tensor]) -> str | None:
-    """Why ``site`` cannot become ``choice``, or None."""
+    """Why ``site`` cannot become ``choice``, or None.
+
+    A learned choice (``linear:jetvit``, ``linear:hedgehog``, ``+learned``) with no parameters is allowed: each
+    has a defined init (``attention/``: the JetViT block is ReLU linear attention, hedgehog's feature maps are
+    ``[softmax(x), softmax(-x)]``, ``+learned`` is its training-free choice exactly), which is what a layout
+    names before attention transfer has run. Parameters that are given must fit the site's block exactly
+    (every name, every shape): a half-fitting set would run a block nobody trained."""
     if choice.kind == "window":
         gh, gw = site.grid
         if choice.window > max(gh, gw):  # type: ignore[operator]
@@ -23,13 +29,24 @@ def check_choice(site: AttentionSite, choice: Choice, params: dict[str, torch.Te
                 f"left to the window (the site has {site.num_heads} heads; for all of them use full)")
     if choice.kind == "window" and choice.pool and choice.pool > max(site.grid):
         return f"pool cells of {choice.pool} are larger than the {site.grid[0]}x{site.grid[1]} patch grid"
-    if choice.kind == "linear" and params:
-        try:
-            build_attention(choice, site, params)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[-1].strip()
-            return f"learned parameters do not fit this site ({first})"
+    if choice.is_learned and params:
+        misfit = _misfit(build_attention(choice, site).state_dict(), params)
+        if misfit:
+            return (f"learned parameters do not fit this site's {choice} block ({misfit}); train them for this "
+                    "model and choice (attention transfer) or drop them from the layout")
     return None
+
+
+def _misfit(wanted: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:
+    """What is wrong with ``given`` as the values of ``wanted`` (names and shapes), or ''."""
+    problems = []
+    if missing := sorted(set(wanted) - set(given)):
+        problems.append("missing " + ", ".join(missing))
+    if extra := sorted(set(given) - set(wanted)):
+        problems.append("not in the block: " + ", ".join(extra))
+    problems += [f"{name} is {list(given[name].shape)}, the site needs {list(value.shape)}"
+                 for name, value in wanted.items() if name in given and given[name].shape != value.shape]
+    return "; ".join(problems)
 
 
 def check_all(sites: list[AttentionSite], choices: list[Choice], params: Callable[[int], dict]) -> None:
