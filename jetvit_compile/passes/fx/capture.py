@@ -1,6 +1,8 @@
 """Record q, k, v and the attention output at every site while an FX graph runs."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import fx
 
@@ -20,8 +22,14 @@ class _Recorder(fx.Interpreter):
         return out
 
 
-def capture_sites(gm: fx.GraphModule, sites: list[AttentionSite], *inputs) -> list[dict[str, torch.Tensor]]:
-    """Per site ``{"q", "k", "v", "out"}`` (``[B, H, N, D]``; k un-transposed) for one run on ``inputs``."""
+def capture_sites(gm: fx.GraphModule, sites: list[AttentionSite], *inputs,
+                  indices: Iterable[int] | None = None) -> list[dict[str, torch.Tensor]]:
+    """Per site ``{"q", "k", "v", "out"}`` (``[B, H, N, D]``; k un-transposed) for one run on ``inputs``;
+    with ``indices``, only those sites are recorded (and returned, in site order): what one run holds in
+    memory is then those sites' values alone."""
+    if indices is not None:
+        keep = set(indices)
+        sites = [s for s in sites if s.index in keep]
     wanted: dict[fx.Node, list[tuple[int, str]]] = {}
     for s in sites:
         h = s.handles
