@@ -263,8 +263,10 @@ def _pad(i, a):
     axes = [d % x.dim() for d in _ints(i[3])] if len(i) > 3 and i[3] is not None else list(range(x.dim()))
     begin = dict(zip(axes, pads[:n]))
     end = dict(zip(axes, pads[n:]))
-    last = max(axes) if axes else 0
-    flat = [p for d in range(last, -1, -1) for p in (begin.get(d, 0), end.get(d, 0))]
+    last = x.dim() - 1
+    first = min((d for d in axes if begin.get(d) or end.get(d)), default=last)
+    # F.pad lists the last dim first, and pads by reflection or replication only the dims it is given
+    flat = [p for d in range(last, first - 1, -1) for p in (begin.get(d, 0), end.get(d, 0))]
     mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[a.get("mode", "constant")]
     value = float(i[2].item()) if mode == "constant" and len(i) > 2 and i[2] is not None else None
     return F.pad(x, flat, mode, value) if mode == "constant" else F.pad(x, flat, mode)
@@ -454,6 +456,14 @@ class OnnxModule(torch.nn.Module):
         # the run needs op callables only; keep them resolved, not the IR nodes
         self._steps = [(op if isinstance(op, str) else _OPS[op.op_type], attrs, ins, outs)
                        for op, attrs, ins, outs in self._steps]
+
+    def op_counts(self) -> dict[str, int]:
+        """How many nodes of each op type a run executes (``site{i}`` for replaced sites' blocks)."""
+        counts: dict[str, int] = {}
+        for op, attrs, _, _ in self._steps:
+            key = op if isinstance(op, str) else attrs["_op"]
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def forward(self, *inputs: torch.Tensor):
         if len(inputs) != len(self._inputs):
