@@ -150,7 +150,9 @@ def _generator(settings: TransferSettings, index: int, choice: Choice) -> torch.
 def _train_one(captures: CaptureStore, index: int, choice: Choice, data: dict[str, torch.Tensor] | None,
                held_out: list[int], settings: TransferSettings, bar) -> tuple[dict[str, torch.Tensor], SiteTransfer]:
     site = captures.site(index)
-    block = build_attention(choice, site)
+    with torch.random.fork_rng():  # a block's fresh parameters (torch's default init) come from the seed too
+        torch.manual_seed(_generator(settings, index, choice).initial_seed())
+        block = build_attention(choice, site)
     before = _evaluate(block, captures, index, held_out)
     state: dict[str, torch.Tensor] = {}
     if choice.is_learned:
