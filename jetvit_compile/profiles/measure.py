@@ -14,17 +14,18 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from .._onnxruntime import CPU_EP, cpu_session, onnxruntime
 from ..errors import UnsupportedModelError, UsageError
+from ..frontend import open_model
 from ..layout import Choice, parse_choice
-from ..sites import AttentionSite
 from ..measure.timing import measure
+from ..passes.onnx.pipeline import ONNXRUNTIME, PORTABLE, OnnxLowering
+from ..sites import AttentionSite
 from .device import device_key
 from .profile import Profile, check_backend, default_profile_path, site_entry_key
 
 DEFAULT_VARIANTS = ("full", "window:7", "window:14", "window:14+pool:4", "window:14+pool:4+route:8",
                     "window:14+pool:4+route:8+global:128", "linear:relu", "linear:jetvit")
-ORT_PROVIDER = "CPUExecutionProvider"
-ORT_LOWERING = "ort-mha"  # how onnxruntime blocks are lowered; a profile measured otherwise is re-measured
 ONNX_IR_VERSION = 10
 
 
@@ -36,12 +37,9 @@ def backend_settings(backend: str) -> dict[str, Any]:
     """What, besides the device, decides the timings of ``backend`` (recorded in the profile)."""
     if check_backend(backend) == "torch":
         return {"device": _torch_device().type, "threads": torch.get_num_threads()}
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UsageError("the onnxruntime backend needs onnxruntime: pip install 'jetvit-compile[cpu]'") from None
+    ort = onnxruntime("the onnxruntime backend")
     # blocks run as the onnxruntime target runs them: full attention as ONNX Runtime's own kernel
-    return {"provider": ORT_PROVIDER, "onnxruntime": ort.__version__, "lowering": ORT_LOWERING}
+    return {"provider": CPU_EP, "onnxruntime": ort.__version__, "lowering": ONNXRUNTIME.name}
 
 
 def _inputs(site: AttentionSite, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,25 +66,21 @@ def _torch_runner(site: AttentionSite, choice: Choice) -> Callable[[], object]:
     return run
 
 
-def onnx_block(site: AttentionSite, choice: Choice, ort_kernels: bool = False) -> bytes:
-    """The serialized ONNX model (opset 18) of one ``choice`` block at ``site``: inputs q, k, v [B, H, N, D];
-    with ``ort_kernels``, as the onnxruntime target lowers it."""
+def onnx_block(site: AttentionSite, choice: Choice, lowering: OnnxLowering = PORTABLE) -> bytes:
+    """The serialized ONNX model (opset 18) of one ``choice`` block at ``site``, lowered by ``lowering`` as
+    the whole model's rewrite lowers it: inputs q, k, v [B, H, N, D]."""
     import onnx_ir as ir
 
     from ..passes.onnx.replacement import OPSET, replacement_graph
 
-    graph = replacement_graph(site, choice, {}, False, "BHND", ort_kernels)
+    graph = replacement_graph(site, choice, {}, False, "BHND", lowering.ort_kernels)
     graph.opset_imports[""] = OPSET
     model = ir.Model(graph, ir_version=ONNX_IR_VERSION, producer_name="jetvit-compile profile")
     return ir.serde.serialize_model(model).SerializeToString()
 
 
 def _ort_runner(site: AttentionSite, choice: Choice) -> Callable[[], object]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # no per-session warnings on stderr
-    session = ort.InferenceSession(onnx_block(site, choice, ort_kernels=True), options, providers=[ORT_PROVIDER])
+    session = cpu_session(onnx_block(site, choice, ONNXRUNTIME))
     names = [i.name for i in session.get_inputs()]
     feed = {n: x.numpy() for n, x in zip(names, _inputs(site, torch.device("cpu")))}
     return lambda: session.run(None, feed)
@@ -206,23 +200,15 @@ def profile_sites(
 
 
 def sites_of_model(model: Any, grid: tuple[int, int] | None = None, input_shapes: str | None = None) -> list[AttentionSite]:
-    """The attention sites of an ExportedProgram, an ONNX / .pt2 file path, or a list of sites (as is)."""
+    """The attention sites of a model (anything :func:`..frontend.open_model` opens), or a list of sites (as is)."""
     if isinstance(model, (list, tuple)) and all(isinstance(s, AttentionSite) for s in model):
-        sites = list(model)
-        where = "the sites given"
-    elif isinstance(model, (str, os.PathLike)):
-        from ..model_files import inspect_file
-
-        sites, _refused = inspect_file(os.fspath(model), input_shapes, grid)
-        where = os.fspath(model)
-    else:
-        from ..api import inspect
-
-        sites = inspect(model, grid=grid)  # ExportedProgram; anything else is a UsageError with the fix
-        where = "the model"
-    if not sites:
-        raise UnsupportedModelError(f"{where}: no attention sites to profile (see jetvit-compile inspect)")
-    return sites
+        if not model:
+            raise UnsupportedModelError("the sites given: no attention sites to profile (see jetvit-compile inspect)")
+        return list(model)
+    vit = open_model(model, input_shapes, grid)
+    if not vit.sites:
+        raise UnsupportedModelError(f"{vit.label}: no attention sites to profile (see jetvit-compile inspect)")
+    return vit.sites
 
 
 def profile_model(
@@ -237,7 +223,8 @@ def profile_model(
     grid: tuple[int, int] | None = None,
     input_shapes: str | None = None,
 ) -> Profile:
-    """:func:`profile_sites` on the sites of ``model``: an ExportedProgram, an ONNX / .pt2 path, or a list of sites.
+    """:func:`profile_sites` on the sites of ``model``: a ViTModel, an ExportedProgram, an ONNX / .pt2 path, or
+    a list of sites.
 
     ``grid`` as for :func:`jetvit_compile.inspect`; ``input_shapes`` (``NAME:1x3xHxW``) for ONNX files.
     """

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .._files import atomic_write
-from .run import quantized_original
+from .outcome import quantized_original
 
 
 def _pareto(points: list[tuple[float, float]]) -> list[int]:

@@ -7,30 +7,29 @@ the backend the model will be deployed on; the result's speedup is then measured
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
-
-import torch
+from typing import Sequence
 
 from .._files import check_output_path
 from ..attention.window import tiling_window
 from ..errors import UsageError
-from ..measure.fidelity import compare
+from ..frontend import ViTModel, open_model
 from ..images import images_in
 from ..layout import FULL, Choice, Layout, parse_choice
+from ..measure.fidelity import compare
+from ..measure.timing import interleaved
 from ..passes.checks import check_choice
 from ..profiles.cost_model import base_from_measurement, block_times, predict
 from ..profiles.measure import profile_to_file
 from ..profiles.profile import Profile
-from ..sites import architecture_fingerprint
-from ..measure.timing import interleaved
 from . import calibration
-from .beam import SearchResult, beam_search, check_constraints, meets_constraints
-from .evaluators import evaluator_for
+from .beam import beam_search, check_constraints, meets_constraints
 from .head_trim import trim_full_heads, with_trimmed_heads
+from .outcome import SearchOutcome, quantized_original
+from .report import write_report
+from .settings import SearchSettings, settings_from
 
 # cheapest first; window with pooled global keys is the variant that keeps this model's global decisions;
 # reading each window's most attended cells token by token (route) and the tokens the whole image attends
@@ -45,33 +44,6 @@ def default_variants(grid: tuple[int, int] | None) -> list[str]:
     (attention.tiling_window: a 37x37 grid, 518 px: 19; 74x74, 1036 px: 15; no grid known: 14)."""
     w = tiling_window(grid) if grid else 14
     return [f"window:{w}+pool:{DEFAULT_POOL}{rung}" for rung in DEFAULT_RUNGS] + ["full"]
-
-
-@dataclasses.dataclass
-class SearchOutcome:
-    layout: Layout
-    result: SearchResult
-    sensitivity: dict[str, list[float]]  # variant (all rungs but the top) -> [site i alone on it, the rest full]
-    held_out: dict[str, float]  # layout text -> mean Pearson correlation on the held-out photos
-    measured_ms: dict[str, float]  # "original" and the layout: median ms on the backend, interleaved
-    predicted_ms: dict[str, float | None]  # the original's is None when the profile priced quantized models
-    backend: str
-    calibration: list[str]
-    held_out_photos: list[str]
-    notes: list[str]
-    taps: list[str] = dataclasses.field(default_factory=list)  # what fidelity is judged on; empty: the first output
-    quantize: str | None = None  # every layout ran with its linear layers so quantized (ONNX)
-    layout_path: Path | None = None
-    report_path: Path | None = None
-
-    @property
-    def speedup(self) -> float:
-        return self.measured_ms["original"] / self.measured_ms[str(self.layout)]
-
-
-def quantized_original(scheme: str) -> str:
-    """The key of the quantized original in an outcome's ``measured_ms`` / ``predicted_ms``."""
-    return f"original, {scheme} linear layers"
 
 
 def _ladder(variants: Sequence[str | Choice], sites) -> list[Choice]:
@@ -124,93 +96,62 @@ def held_out_note(min_fidelity: float | None, calibration: float, held_out: floa
             f"(about {min(1.0, 2 * min_fidelity - held_out):.3f}) or search on more calibration photos")
 
 
-def _latency_runner(evaluator, layout: Layout | None, backend: str, image: torch.Tensor) -> Callable[[], object]:
-    """What to time: the model (original or rewritten) on ``backend``."""
-    if backend == evaluator.backend:
-        run = evaluator.model(layout)
-        return lambda: run(image)
-    if not hasattr(evaluator, "program"):
-        raise UsageError(f"an ONNX file is timed on onnxruntime; --backend {backend} needs a torch.export program")
-    from ..api import rewrite
-    from ..targets import TARGETS, CompileSettings
-
-    rewritten = evaluator.program if layout is None else rewrite(evaluator.program, layout)[0]
-    compiled = TARGETS[backend].compile(rewritten, (image,), CompileSettings())
-    return lambda: compiled(image)
-
-
 def search(
     model,
     calib: str | os.PathLike,
+    settings: SearchSettings | None = None,
     *,
     input_shapes: str | None = None,
-    taps: Sequence[str] | None = None,
-    min_fidelity: float | None = None,
-    budget_ms: float | None = None,
-    variants: Sequence[str | Choice] | None = None,
-    backend: str | None = None,
-    profile: str | os.PathLike | None = None,
-    force_profile: bool = False,
-    quantize: str | None = None,
-    held_out: float = 0.5,
-    max_calibration: int | None = 4,
-    max_held_out: int | None = 8,
-    beam: int = 2,
-    moves_per_layout: int | None = 4,
-    max_evaluations: int = 200,
-    repeat: int = 5,
     output: str | os.PathLike | None = None,
     report: str | os.PathLike | None = None,
-    seed: int = 0,
-    progress: bool = True,
+    **overrides,
 ) -> SearchOutcome:
-    """Search a per-site attention layout for ``model`` (ExportedProgram, .pt2 or .onnx) on the photos in
-    ``calib``, under ``min_fidelity`` (mean Pearson correlation of the output) and/or ``budget_ms``.
+    """Search a per-site attention layout for ``model`` (a ViTModel, ExportedProgram, .pt2 or .onnx path) on
+    the photos in ``calib``, as ``settings`` (:class:`.settings.SearchSettings`, with keyword ``overrides`` of
+    its fields) say. ``input_shapes`` (``NAME:1x3xHxW``) applies when ``model`` is an ONNX file path.
 
-    ``taps`` names the tensors fidelity is judged on instead of the first output (module paths such as
-    ``backbone.encoder.layer.5``, or FX node / ONNX value names; :mod:`.taps`): a photo's fidelity is then
-    the mean correlation over the taps.
-
-    ``backend`` (default: onnxruntime for ONNX files, torch for programs) is what latency is profiled and
-    measured on. Writes the layout JSON to ``output`` and a Markdown report into the folder ``report``
-    when given. A target no layout meets is not an error: the outcome says so and holds the best found.
+    Writes the layout JSON to ``output`` and a Markdown report into the folder ``report`` when given. A
+    target no layout meets is not an error: the outcome says so and holds the best found.
 
     ``quantize="int8"`` (ONNX files): every layout is scored, judged and timed with its linear layers in
-    int8, as ``compile_onnx(..., quantize="int8")`` builds it, against the float original; the profile's
+    int8, as the onnxruntime target's ``quantize="int8"`` builds it, against the float original; the profile's
     attention blocks stay float (they are), the rest of the model is priced from the quantized original.
     """
+    s = settings_from(settings, overrides)
+    progress, quantize = s.progress, s.quantize
     say = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
-    check_constraints(min_fidelity, budget_ms)
+    check_constraints(s.min_fidelity, s.budget_ms)
     out_path = None
+    sources = [p for p in (model if isinstance(model, (str, os.PathLike)) else None, s.profile) if p is not None]
     if output is not None:
-        inputs = [model] if isinstance(model, (str, os.PathLike)) else []
-        out_path = check_output_path(output, *inputs)
+        out_path = check_output_path(output, *sources)
         if out_path.suffix != ".json":
             raise UsageError(f"the layout is written as JSON: name the output *.json, not {out_path.name}")
     if report is not None and Path(report).exists() and not Path(report).is_dir():
         raise UsageError(f"report folder {report} is a file; give a folder for the report")
     paths = images_in(calib)
-    calib_paths, held_paths = calibration.split(paths, held_out, seed, max_calibration, max_held_out)
-    evaluator = evaluator_for(model, input_shapes, list(taps or []), quantize)
-    backend = backend or evaluator.backend
-    sites = evaluator.sites
-    ladder = _ladder(variants or default_variants(sites[0].grid), sites)
-    notes = [n for n in [calibration.sizes_note(paths, evaluator.input_size)] if n]
+    calib_paths, held_paths = calibration.split(paths, s.held_out, s.seed, s.max_calibration, s.max_held_out)
+    vit: ViTModel = open_model(model, input_shapes)
+    evaluator = vit.evaluator(s.taps, quantize)
+    backend = s.backend or vit.default_backend
+    sites = vit.require_sites()
+    ladder = _ladder(s.variants or default_variants(sites[0].grid), sites)
+    notes = [n for n in [calibration.sizes_note(paths, vit.input_size)] if n]
     for n in notes:
         say(n)
-    calib_images = calibration.load(calib_paths, evaluator.input_size)
-    held_images = calibration.load(held_paths, evaluator.input_size)
+    calib_images = calibration.load(calib_paths, vit.input_size)
+    held_images = calibration.load(held_paths, vit.input_size)
     say(f"search: {len(sites)} sites, {len(calib_paths)} calibration / {len(held_paths)} held-out photos, "
         f"variants {', '.join(map(str, ladder))}, latency from the {backend} profile"
         + (f", fidelity on the taps {', '.join(evaluator.taps)}" if evaluator.taps else ""))
 
-    prof = _profile(sites, ladder, backend, profile, force_profile, progress)
+    prof = _profile(sites, ladder, backend, s.profile, s.force_profile, progress)
     for n in _cost_notes(ladder, prof, sites):
         say(n)
         notes.append(n)
     all_full = Layout(choices=[FULL] * len(sites))  # with quantize: the original, quantized
-    original_ms = interleaved([_latency_runner(evaluator, all_full if quantize else None, backend, held_images[0])],
-                              repeat=repeat)[0].median_ms
+    original_ms = interleaved([vit.timed_runner(all_full if quantize else None, backend, held_images[0], quantize)],
+                              repeat=s.repeat)[0].median_ms
     base_ms = base_from_measurement(prof, sites, original_ms)
     reference = evaluator.outputs(None, calib_images)
     fidelity_cache: dict[str, float] = {}
@@ -228,34 +169,34 @@ def search(
     for v in ladder[:-1]:  # the rungs a site can leave: each site alone on v, the rest full
         sensitivity[str(v)] = [score([v if j == i else FULL for j in range(len(sites))]) for i in range(len(sites))]
         say(f"search: sensitivity of each site to {v}: " + " ".join(f"{x:.3f}" for x in sensitivity[str(v)]))
-    result = beam_search(len(sites), ladder, score, cost, min_fidelity, budget_ms, beam, max_evaluations,
+    result = beam_search(len(sites), ladder, score, cost, s.min_fidelity, s.budget_ms, s.beam, s.max_evaluations,
                          progress=say if progress else None,
                          priority=lambda i, rung: 1 - sensitivity.get(str(ladder[rung]), [1.0] * len(sites))[i],
-                         moves_per_layout=moves_per_layout)
+                         moves_per_layout=s.moves_per_layout)
     best = [parse_choice(c) for c in result.best.choices]
-    if result.reached and min_fidelity is not None and FULL in best and ladder[-2].kind == "window":
+    if result.reached and s.min_fidelity is not None and FULL in best and ladder[-2].kind == "window":
         trimmed, tried = trim_full_heads(
             best, ladder[-2], [s.num_heads for s in sites], score, cost,
-            lambda f, ms: meets_constraints(f, ms, min_fidelity, budget_ms),
+            lambda f, ms: meets_constraints(f, ms, s.min_fidelity, s.budget_ms),
             step=max(e.step for e in result.evaluated) + 1,
-            max_evaluations=max(0, max_evaluations - len(result.evaluated)),
+            max_evaluations=max(0, s.max_evaluations - len(result.evaluated)),
             progress=say if progress else None)
         result = with_trimmed_heads(result, trimmed, tried)
     say(("search: " if result.reached else "search: warning: ") + result.message)
     layout = Layout(choices=[parse_choice(c) for c in result.best.choices],
-                    fingerprint=architecture_fingerprint(sites))
+                    fingerprint=vit.fingerprint)
     # judged on photos the search never saw: the result, and each single-variant layout for comparison
     held_ref = evaluator.outputs(None, held_images)
     judged = [str(layout)] + [",".join([str(v)] * len(sites)) for v in ladder if v != FULL or quantize]
     held = {}
     for text in dict.fromkeys(judged):
         held[text] = compare(held_ref, evaluator.outputs(Layout.parse(text), held_images)).pearson
-    gap = held_out_note(min_fidelity, result.best.fidelity, held[str(layout)], len(calib_paths))
+    gap = held_out_note(s.min_fidelity, result.best.fidelity, held[str(layout)], len(calib_paths))
     if gap:
         say(gap)
         notes.append(gap)
     timed = [None, layout] + ([all_full] if quantize else [])
-    lat = interleaved([_latency_runner(evaluator, t, backend, held_images[0]) for t in timed], repeat=repeat)
+    lat = interleaved([vit.timed_runner(t, backend, held_images[0], quantize) for t in timed], repeat=s.repeat)
     measured = {"original": lat[0].median_ms, str(layout): lat[1].median_ms}
     predicted = {"original": cost(all_full.choices), str(layout): result.best.predicted_ms}
     if quantize:  # the profile priced quantized models: the prediction is the quantized original's
@@ -274,7 +215,5 @@ def search(
     if out_path is not None:
         outcome.layout_path = layout.save(out_path)
     if report is not None:
-        from .report import write_report
-
         outcome.report_path = write_report(outcome, report)
     return outcome

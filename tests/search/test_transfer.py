@@ -59,20 +59,20 @@ def test_learned_parameters_change_the_rewritten_model(program_and_images, captu
 
 
 def test_sensitivity_scan_scores_every_site_end_to_end(program_and_images):
-    from jetvit_compile.search import site_sensitivity
+    from jetvit_compile.search import keep_full_scan
 
     program, images = program_and_images
-    covering = site_sensitivity(program, images[:1], "window:16")  # covers the 16x16 grid: full attention
+    covering = keep_full_scan(program, images[:1], "window:16")  # covers the 16x16 grid: full attention
     assert len(covering.keep_full) == 12
     assert covering.all_variant > 0.99999 and min(covering.keep_full) > 0.99999
-    scan = site_sensitivity(program, images[:1], "window:4")
+    scan = keep_full_scan(program, images[:1], "window:4")
     assert scan.all_variant < 0.99
     assert max(scan.gains) > 0, "putting some site back to full must recover fidelity"
 
 
 def test_sensitivity_refuses_a_bad_variant_before_running(program_and_images):
     from jetvit_compile.errors import UsageError
-    from jetvit_compile.search import site_sensitivity
+    from jetvit_compile.search import keep_full_scan
 
     with pytest.raises(UsageError, match="unknown attention choice"):
-        site_sensitivity(program_and_images[0], program_and_images[1], "window:fast")
+        keep_full_scan(program_and_images[0], program_and_images[1], "window:fast")

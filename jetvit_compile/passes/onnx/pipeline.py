@@ -1,0 +1,58 @@
+"""Lowering an ONNX model by a layout: one ordered pipeline of passes, each returning what it changed.
+
+    rewrite attention (to_window, to_linear)  ->  full attention as ONNX Runtime's kernel (to_ort_attention)
+    ->  linear layers in int8 (to_int8)
+
+``OnnxLowering`` says which of the last two run: ``PORTABLE`` (plain ONNX, any runtime), ``ONNXRUNTIME`` (what
+the onnxruntime target deploys), plus ``quantize``. The compile, the search's scoring and the latency
+profiles all lower through :func:`lower`, so what is scored, priced and deployed is one model.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import onnx_ir as ir
+
+from ...layout import Layout
+from ...sites import AttentionSite
+from .quantize import check_scheme, quantize_linear_layers
+from .rewrite import Spliced, rewrite_onnx
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxLowering:
+    ort_kernels: bool = False  # full attention (full sites, +full: heads) as com.microsoft.MultiHeadAttention
+    quantize: str | None = None  # "int8": the linear layers' weights in int8 (ONNX Runtime's dynamic quantization)
+
+    def __post_init__(self) -> None:
+        check_scheme(self.quantize)
+
+    @property
+    def name(self) -> str:
+        """Recorded in latency profiles: blocks measured under another lowering are measured again."""
+        return "+".join(["ort-mha" if self.ort_kernels else "portable"] + ([self.quantize] if self.quantize else []))
+
+
+PORTABLE = OnnxLowering()
+ONNXRUNTIME = OnnxLowering(ort_kernels=True)
+
+
+@dataclasses.dataclass
+class Lowered:
+    model: ir.Model  # before quantization (the float graph the blocks were spliced into)
+    blob: bytes  # the serialized result of every pass
+    counts: dict[str, int]  # {pass: sites or layers changed}, in pipeline order
+    spliced: list[Spliced]  # what the rewrite put where (for the numerical check)
+
+
+def lower(model: ir.Model, layout: Layout | str, lowering: OnnxLowering = PORTABLE,
+          sites: list[AttentionSite] | None = None, grid: tuple[int, int] | None = None) -> Lowered:
+    """Run the pipeline on ``model`` (changed in place; ``sites``: its sites, when already found)."""
+    layout = Layout.coerce(layout)
+    model, counts, spliced = rewrite_onnx(model, layout, grid, lowering.ort_kernels, sites)
+    if lowering.ort_kernels:
+        counts["to_ort_attention"] = sum(1 for s in spliced if s.choice.kind == "full" or s.choice.full_heads)
+    blob = ir.serde.serialize_model(model).SerializeToString()
+    if lowering.quantize:
+        blob, counts["to_int8"] = quantize_linear_layers(blob, lowering.quantize)
+    return Lowered(model, blob, counts, spliced)

@@ -1,0 +1,64 @@
+"""What a search is asked for: one frozen settings object, its defaults in one place (the CLI builds it)."""
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import UsageError
+from ..layout import Choice
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    """``min_fidelity``: least mean Pearson correlation of the output (or of ``taps``) on calibration photos;
+    ``budget_ms``: latency budget (the profile's cost model); at least one of them.
+
+    ``taps`` names the tensors fidelity is judged on instead of the first output (module paths such as
+    ``backbone.encoder.layer.5``, or FX node / ONNX value names; :mod:`..passes.taps`).
+    ``variants``: the choices a site may take, cheapest first (None: :func:`.run.default_variants`).
+    ``backend`` (None: onnxruntime for ONNX files, torch for programs) is what latency is profiled and
+    measured on; ``profile`` a profile file to use and extend (``force_profile``: one from another device, as is).
+    ``quantize="int8"`` (ONNX files): every layout scored, judged and timed with its linear layers in int8.
+    ``held_out``: the share of the photos set aside to judge the result; ``max_calibration`` /
+    ``max_held_out`` cap each side. ``beam``, ``moves_per_layout``, ``max_evaluations``: the beam search's
+    width and effort. ``repeat``: timed runs per measured model (median).
+    """
+
+    min_fidelity: float | None = None
+    budget_ms: float | None = None
+    taps: tuple[str, ...] = ()
+    variants: tuple[str | Choice, ...] | None = None
+    backend: str | None = None
+    profile: str | None = None
+    force_profile: bool = False
+    quantize: str | None = None
+    held_out: float = 0.5
+    max_calibration: int | None = 4
+    max_held_out: int | None = 8
+    beam: int = 2
+    moves_per_layout: int | None = 4
+    max_evaluations: int = 200
+    repeat: int = 5
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:  # lists given by callers become tuples: the settings stay hashable
+        object.__setattr__(self, "taps", tuple(self.taps or ()))
+        if self.variants is not None:
+            object.__setattr__(self, "variants", tuple(self.variants))
+        if self.profile is not None:
+            object.__setattr__(self, "profile", str(self.profile))
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def replace(self, **overrides) -> "SearchSettings":
+        """These settings with ``overrides``; an unknown name is a UsageError naming the known ones."""
+        unknown = sorted(set(overrides) - set(self.fields()))
+        if unknown:
+            raise UsageError(f"unknown search setting(s) {', '.join(unknown)}; known: {', '.join(self.fields())}")
+        return dataclasses.replace(self, **overrides)
+
+
+def settings_from(settings: SearchSettings | None, overrides: dict) -> SearchSettings:
+    return (settings or SearchSettings()).replace(**overrides)
