@@ -29,6 +29,7 @@ class CompileSettings:
     tvm_tune_tasks: int = 8  # tune at most this many tasks: the costliest matmul / conv / attention ones
     tvm_database: str | None = None  # MetaSchedule database folder; None: per device, beside the profiles
     tvm_remote: str | None = None  # "host:port/key" of a TVM RPC tracker: tune on that device, not here
+    tvm_target: str | None = None  # None: this GPU, else llvm; "cuda -arch=sm_90": that GPU (build only without one)
 
 
 class Compiled(abc.ABC):
