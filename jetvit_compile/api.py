@@ -59,8 +59,9 @@ def profile(model, *, target: str = "onnxruntime", variants=None, profile=None, 
             input_shapes: str | None = None, repeat: int = 10, progress: bool = True):
     """Per-device latency of each attention variant at each distinct site shape of ``model`` (or of a list of
     sites); entries already in ``profile`` are reused."""
-    return profile_model(model, variants or DEFAULT_VARIANTS, target, profile, repeat=repeat, progress=progress,
-                         grid=grid, input_shapes=input_shapes)
+    if not (isinstance(model, (list, tuple)) and all(isinstance(s, AttentionSite) for s in model)):
+        model = open_model(model, input_shapes, grid)
+    return profile_model(model, variants or DEFAULT_VARIANTS, target, profile, repeat=repeat, progress=progress)
 
 
 def search(model, calib: str | os.PathLike, settings: SearchSettings | None = None, *,

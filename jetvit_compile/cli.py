@@ -239,10 +239,11 @@ def compile_command(model: str, layout: str, target: str, output: str, input_sha
 def profile(model: str, backend: str, output: str | None, force: bool, repeat: int, input_shapes: str | None,
             grid: str | None) -> None:
     """Measure every attention variant at MODEL's site shapes on this device (reuses what is measured)."""
+    from .frontend import open_model
     from .profiles import profile_to_file
 
-    prof, path = profile_to_file(model, backend, output, force, repeat=repeat, input_shapes=input_shapes,
-                                 grid=_grid(grid))
+    vit = open_model(model, input_shapes, _grid(grid))
+    prof, path = profile_to_file(vit, backend, output, force, repeat=repeat)
     s = prof.run_summary
     click.echo(f"wrote {path} ({prof.device_key}, {backend}): {s['measured']} measured, {s['reused']} reused, "
                f"{len(s['skipped'])} skipped")

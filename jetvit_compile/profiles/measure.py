@@ -16,7 +16,6 @@ import torch
 
 from .._onnxruntime import CPU_EP, cpu_session, onnxruntime
 from ..errors import UnsupportedModelError, UsageError
-from ..frontend import open_model
 from ..layout import Choice, parse_choice
 from ..measure.timing import measure
 from ..passes.onnx.pipeline import ONNXRUNTIME, PORTABLE, OnnxLowering
@@ -199,16 +198,18 @@ def profile_sites(
     return profile
 
 
-def sites_of_model(model: Any, grid: tuple[int, int] | None = None, input_shapes: str | None = None) -> list[AttentionSite]:
-    """The attention sites of a model (anything :func:`..frontend.open_model` opens), or a list of sites (as is)."""
+def sites_of_model(model: Any) -> list[AttentionSite]:
+    """The attention sites of ``model``: an opened ViTModel (:func:`..frontend.open_model`), or a list of sites."""
     if isinstance(model, (list, tuple)) and all(isinstance(s, AttentionSite) for s in model):
-        if not model:
-            raise UnsupportedModelError("the sites given: no attention sites to profile (see jetvit-compile inspect)")
-        return list(model)
-    vit = open_model(model, input_shapes, grid)
-    if not vit.sites:
-        raise UnsupportedModelError(f"{vit.label}: no attention sites to profile (see jetvit-compile inspect)")
-    return vit.sites
+        sites, where = list(model), "the sites given"
+    elif hasattr(model, "sites") and hasattr(model, "label"):
+        sites, where = model.sites, model.label
+    else:
+        raise UsageError(f"profiling takes an opened model or a list of AttentionSite, got {type(model).__name__} "
+                         "(jetvit_compile.profile opens files and programs)")
+    if not sites:
+        raise UnsupportedModelError(f"{where}: no attention sites to profile (see jetvit-compile inspect)")
+    return sites
 
 
 def profile_model(
@@ -219,17 +220,9 @@ def profile_model(
     repeat: int = 10,
     warmup: int = 2,
     progress: bool = True,
-    *,
-    grid: tuple[int, int] | None = None,
-    input_shapes: str | None = None,
 ) -> Profile:
-    """:func:`profile_sites` on the sites of ``model``: a ViTModel, an ExportedProgram, an ONNX / .pt2 path, or
-    a list of sites.
-
-    ``grid`` as for :func:`jetvit_compile.inspect`; ``input_shapes`` (``NAME:1x3xHxW``) for ONNX files.
-    """
-    sites = sites_of_model(model, grid, input_shapes)
-    return profile_sites(sites, variants, backend, profile, repeat, warmup, progress)
+    """:func:`profile_sites` on the sites of ``model``: an opened ViTModel or a list of sites."""
+    return profile_sites(sites_of_model(model), variants, backend, profile, repeat, warmup, progress)
 
 
 def profile_to_file(

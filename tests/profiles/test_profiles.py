@@ -13,7 +13,9 @@ import warnings
 import pytest
 import torch
 
+import jetvit_compile as jc
 from jetvit_compile.errors import UnsupportedModelError, UsageError
+from jetvit_compile.frontend import open_model
 from jetvit_compile.layout import Choice
 from jetvit_compile.profiles import (
     Profile, base_from_measurement, block_times, default_profile_path, device_fingerprint, device_key,
@@ -219,13 +221,15 @@ class _TinyViT(torch.nn.Module):
 
 def test_profile_model_takes_an_exported_program_or_sites():
     ep = torch.export.export(_TinyViT().eval(), (torch.randn(1, 3, 32, 32),))
-    prof = profile_model(ep, variants=("full",), backend="torch", **FAST)
+    prof = profile_model(open_model(ep), variants=("full",), backend="torch", **FAST)
     assert set(prof.entries) == {"full/n65/h2/d16/p1/g8x8/b1/float32"}
     assert profile_model([_site()], variants=("full",), backend="torch", profile=prof, **FAST).run_summary["reused"] == 1
     with pytest.raises(UnsupportedModelError, match="no attention sites"):
         profile_model([], backend="torch", **FAST)
     with pytest.raises(UsageError, match="export it first"):
-        profile_model(_TinyViT(), backend="torch", **FAST)
+        jc.profile(_TinyViT(), target="torch", repeat=2, progress=False)
+    with pytest.raises(UsageError, match="opened model or a list of AttentionSite"):
+        profile_model(ep, backend="torch", **FAST)
 
 
 def test_profile_to_file_extends_its_file_and_replaces_a_foreign_one_only_when_forced():

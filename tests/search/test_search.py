@@ -148,9 +148,10 @@ def test_full_sites_keep_full_attention_only_on_the_heads_they_need(program, pho
     keeps only what the profile prices below full attention, so the profile is measured here and its window
     entries set to half of full attention (what an idle CPU measures at this size, SIZE above): the test
     does not hang on a loaded machine's timings."""
+    from jetvit_compile.frontend import open_model
     from jetvit_compile.profiles.measure import profile_to_file
 
-    prof, path = profile_to_file(program, "torch", tmp_path / "profile.json", variants=VARIANTS, repeat=1,
+    prof, path = profile_to_file(open_model(program), "torch", tmp_path / "profile.json", variants=VARIANTS, repeat=1,
                                  progress=False)
     full = {k: v["median_ms"] for k, v in prof.entries.items() if k.startswith("full/")}
     for key, entry in prof.entries.items():
