@@ -16,6 +16,15 @@ def onnxruntime(needed_for: str = "this"):
     return ort
 
 
+def installed():
+    """The ``onnxruntime`` module, or None where it is not installed (for what only reports on it)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    return ort
+
+
 def cpu_session(blob: bytes, needed_for: str = "running an ONNX model"):
     """An ONNX Runtime session of the serialized model ``blob`` on the CPU provider, quiet on stderr."""
     ort = onnxruntime(needed_for)

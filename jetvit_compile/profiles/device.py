@@ -18,6 +18,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from .._onnxruntime import installed
+
 # the fields of a fingerprint that name the hardware; everything else is software and only warned about
 _HARDWARE = {"cpu": ("model", "cores", "arch"), "gpu": ("name", "compute_capability")}
 _SOFTWARE = ("torch", "onnxruntime", "cuda", "driver")
@@ -70,12 +72,8 @@ def _driver_version() -> str | None:
 
 
 def _ort_version() -> str | None:
-    try:
-        import onnxruntime
-
-        return onnxruntime.__version__
-    except ImportError:
-        return None
+    ort = installed()
+    return ort.__version__ if ort else None
 
 
 @functools.lru_cache(maxsize=1)

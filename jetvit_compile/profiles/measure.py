@@ -212,17 +212,10 @@ def sites_of_model(model: Any) -> list[AttentionSite]:
     return sites
 
 
-def profile_model(
-    model: Any,
-    variants: Iterable[Choice | str] = DEFAULT_VARIANTS,
-    backend: str = "torch",
-    profile: Profile | None = None,
-    repeat: int = 10,
-    warmup: int = 2,
-    progress: bool = True,
-) -> Profile:
-    """:func:`profile_sites` on the sites of ``model``: an opened ViTModel or a list of sites."""
-    return profile_sites(sites_of_model(model), variants, backend, profile, repeat, warmup, progress)
+def profile_model(model: Any, *args: Any, **kwargs: Any) -> Profile:
+    """:func:`profile_sites` (same arguments after the first) on the sites of ``model``: an opened ViTModel
+    or a list of sites."""
+    return profile_sites(sites_of_model(model), *args, **kwargs)
 
 
 def profile_to_file(

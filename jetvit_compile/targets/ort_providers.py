@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .._onnxruntime import installed
 from .base import CompileSettings
 
 ORT_TARGETS = ("tensorrt", "onnxruntime")  # the order ``auto`` tries for ONNX files
@@ -19,11 +20,8 @@ Chain = list[tuple[str, dict[str, Any]]]  # (provider, its options), first choic
 
 def _ort_providers() -> tuple[str | None, list[str]]:
     """(onnxruntime version, its available providers); (None, []) when it is not installed."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None, []
-    return ort.__version__, ort.get_available_providers()
+    ort = installed()
+    return (ort.__version__, ort.get_available_providers()) if ort else (None, [])
 
 
 def tensorrt_options(settings: CompileSettings, cache_dir: str | os.PathLike, half: bool) -> dict[str, Any]:

@@ -11,8 +11,9 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
+from ..._onnxruntime import cpu_session
 from ...attention import build_attention
-from ...errors import UsageError, VerificationError
+from ...errors import VerificationError
 from .replacement import _Adapter
 from .rewrite import Spliced
 
@@ -22,11 +23,6 @@ TOLERANCE = 1e-4
 def site_errors(model: ir.Model, spliced: list[Spliced], feed: dict[str, np.ndarray],
                 params=lambda index: {}) -> list[float]:
     """Max abs difference between each spliced block's ONNX output and the torch reference."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UsageError("checking the rewrite needs onnxruntime: pip install 'jetvit-compile[cpu]' "
-                         "(or pass --no-verify)") from None
 
     probes = [v for s in spliced for v in (*s.inputs, s.output)]
     extra = [v for v in dict.fromkeys(probes) if v not in model.graph.outputs]
@@ -36,7 +32,7 @@ def site_errors(model: ir.Model, spliced: list[Spliced], feed: dict[str, np.ndar
     finally:
         for v in extra:
             model.graph.outputs.remove(v)
-    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    session = cpu_session(blob, "checking the rewrite (or pass --no-verify)")
     values = dict(zip([v.name for v in probes], session.run([v.name for v in probes], feed)))
     errors = []
     for s in spliced:
