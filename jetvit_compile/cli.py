@@ -301,8 +301,9 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
     layout = str(outcome.layout)
     click.echo(f"layout: {layout}")
     click.echo(f"held-out fidelity {outcome.held_out[layout]:.4f} on {len(outcome.held_out_photos)} photos; "
-               f"{outcome.backend} {outcome.measured_ms['original']:.1f} -> {outcome.measured_ms[layout]:.1f} ms "
-               f"({outcome.speedup:.2f}x, measured)")
+               f"{outcome.backend} {outcome.measured_ms[outcome.baseline]:.1f} -> {outcome.measured_ms[layout]:.1f} ms "
+               f"({outcome.speedup:.2f}x over {outcome.baseline}, measured; "
+               f"{outcome.speedup_over_file:.2f}x over the model as given)")
     click.echo(f"wrote {outcome.layout_path} and {outcome.report_path}")
 
 

