@@ -5,12 +5,12 @@ ReLU linear attention keeps little of what softmax attention computes (JETVIT.md
 be as spiky as softmax, recovers most of it (0.92-0.96) once trained so that the linear attention weights
 match softmax's on the block's own q and k (``distill/attention_transfer.py``).
 
-Feature map per head: ``z = x W_h + b_h`` (``W_h`` is ``head_dim x features``), then
+Feature map per head: ``z = x W_h`` (``W_h`` is ``head_dim x features``; no bias, as in Hedgehog), then
 ``phi(x) = [softmax(z), softmax(-z)]`` over the features: positive, so the normaliser never vanishes, and
 two-sided so that a feature's sign is kept. Attention: ``phi(q_i) Σ_j phi(k_j)ᵀ v_j / (phi(q_i) Σ_j phi(k_j))``
 plus the squeeze dynamic depthwise conv on V (:mod:`.jetvit`, last layer zero-initialised).
 
-Init (what a fresh block is, and what the tests hold it to): ``W = I``, ``b = 0`` (``features`` = ``head_dim``),
+Init (what a fresh block is, and what the tests hold it to): ``W = I`` (``features`` = ``head_dim``),
 so ``phi(x) = [softmax(x), softmax(-x)]``, and the conv adds exactly zero. It acts on the q and k it is
 given: with RoPE those are the rotated ones, as the graph computes them.
 """
@@ -23,17 +23,22 @@ from .linear import EPS
 
 
 class HedgehogFeatureMap(torch.nn.Module):
-    """``[B, H, N, D]`` -> ``[B, H, N, 2F]``: a per-head affine map, then softmax of ``±`` it over features."""
+    """``(q, k)``, each ``[B, H, N, D]`` -> ``(phi(q), phi(k))``, each ``[B, H, N, 2F]``: a per-head linear map (one
+    for q, one for k), then softmax of ``±`` it over the features.
+
+    The q and k maps are one ``[2, 1, H, D, F]`` parameter applied to q and k stacked: exported to ONNX it stays
+    one initializer that the MatMul reads as it is (two same-shaped maps, or slices of one, the exporter's
+    optimizer may merge or fold into new constants, and the layout's values would find no place)."""
 
     def __init__(self, num_heads: int, head_dim: int, features: int | None = None):
         super().__init__()
         features = features or head_dim
-        self.weight = torch.nn.Parameter(torch.eye(head_dim, features).repeat(num_heads, 1, 1))  # [H, D, F]
-        self.bias = torch.nn.Parameter(torch.zeros(num_heads, 1, features))  # [H, 1, F]
+        self.weight = torch.nn.Parameter(torch.eye(head_dim, features).repeat(2, 1, num_heads, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = torch.matmul(x.float(), self.weight) + self.bias
-        return torch.cat([torch.softmax(z, dim=-1), torch.softmax(-z, dim=-1)], dim=-1)
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.matmul(torch.stack([q.float(), k.float()]), self.weight)
+        phi = torch.cat([torch.softmax(z, dim=-1), torch.softmax(-z, dim=-1)], dim=-1)
+        return phi[0], phi[1]
 
 
 def feature_linear_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,
@@ -51,18 +56,18 @@ class HedgehogAttention(torch.nn.Module):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, head_dim
         self.grid, self.num_prefix, self.eps = tuple(grid), num_prefix, eps
-        self.q_map = HedgehogFeatureMap(num_heads, head_dim, features)
-        self.k_map = HedgehogFeatureMap(num_heads, head_dim, features)
+        self.feature_map = HedgehogFeatureMap(num_heads, head_dim, features)
         self.conv = DynamicDepthwiseConv(num_heads * head_dim, kernel_size)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        out = feature_linear_attention(self.q_map(q), self.k_map(k), v, self.eps).to(v.dtype)
+        out = feature_linear_attention(*self.feature_map(q, k), v, self.eps).to(v.dtype)
         return with_value_conv(out, v, self.conv, self.grid, self.num_prefix)
 
     def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """``[B, H, Q, N]``: the weights each query gives each key (rows sum to 1): what attention transfer
         matches to softmax's. Quadratic: for training on sampled queries, not for inference."""
-        scores = torch.matmul(self.q_map(q), self.k_map(k).transpose(-2, -1))
+        phi_q, phi_k = self.feature_map(q, k)
+        scores = torch.matmul(phi_q, phi_k.transpose(-2, -1))
         return scores / (scores.sum(dim=-1, keepdim=True) + self.eps)
 
     def extra_repr(self) -> str:

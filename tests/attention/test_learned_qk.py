@@ -28,8 +28,8 @@ def test_temperature_scales_each_heads_logits():
     q, k, v = _qkv(1)
     block = build_attention(parse_choice("window:4+pool:2+learned:0"), SITE)
     with torch.no_grad():
-        block.log_temperature[2] = 0.5
-    want = build_attention(parse_choice("window:4+pool:2"), SITE)(q * torch.tensor([0, 0, 0.5, 0]).exp().view(1, 4, 1, 1),
+        block.temperature[2] = 1.5
+    want = build_attention(parse_choice("window:4+pool:2"), SITE)(q * torch.tensor([1, 1, 1.5, 1]).view(1, 4, 1, 1),
                                                                   k, v)
     assert torch.allclose(block(q, k, v), want, atol=1e-6)
     assert not torch.allclose(block(q, k, v)[:, 2], build_attention(parse_choice("window:4+pool:2"), SITE)(q, k, v)[:, 2])
@@ -41,11 +41,11 @@ def test_low_rank_update_changes_q_and_k_per_head():
     inner = build_attention(parse_choice("window:4"), SITE)
     inner.register_forward_pre_hook(lambda m, args: seen.update(q=args[0], k=args[1]))
     block = LearnedQKAttention(inner, num_heads=4, head_dim=8, rank=2)
-    torch.nn.init.normal_(block.q_up)
-    torch.nn.init.normal_(block.k_up)
+    torch.nn.init.normal_(block.up)
     block(q, k, v)
-    assert torch.allclose(seen["q"], q + q @ block.q_down @ block.q_up, atol=1e-5)
-    assert torch.allclose(seen["k"], k + k @ block.k_down @ block.k_up, atol=1e-5)
+    (q_down, k_down), (q_up, k_up) = block.down[:, 0], block.up[:, 0]
+    assert torch.allclose(seen["q"], q + q @ q_down @ q_up, atol=1e-5)
+    assert torch.allclose(seen["k"], k + k @ k_down @ k_up, atol=1e-5)
 
 
 def test_building_a_block_leaves_the_global_random_state_alone():

@@ -61,8 +61,8 @@ def test_params_are_per_choice_and_build_a_layout(trained):
     choices[2], choices[6] = parse_choice("linear:hedgehog"), parse_choice("window:3+learned")
     layout = Layout(choices=choices, params=trained.layout_params(choices))
     assert set(layout.site_params(2)) == set(build_attention(choices[2], _site()).state_dict())
-    assert set(layout.site_params(6)) == {"log_temperature", "q_down", "q_up", "k_down", "k_up"}
-    assert torch.equal(layout.site_params(6)["q_up"], trained.params["window:3+learned"]["site6.q_up"])
+    assert set(layout.site_params(6)) == {"temperature", "down", "up"}
+    assert torch.equal(layout.site_params(6)["up"], trained.params["window:3+learned"]["site6.up"])
 
 
 def _site():
@@ -77,11 +77,11 @@ def test_same_seed_same_parameters_bit_for_bit(store, trained):
     for choice in ("linear:hedgehog", "window:3+learned"):
         for key, value in again.params[choice].items():
             assert torch.equal(value, trained.params[choice][key]), key
-    assert len(again.params["linear:hedgehog"]) == 8
+    assert len(again.params["linear:hedgehog"]) == 5
     other = attention_transfer(store, ["linear:hedgehog"], sites=[2], settings=dataclasses.replace(FAST, seed=1),
                                progress=False)
-    assert not torch.equal(other.params["linear:hedgehog"]["site2.q_map.weight"],
-                           trained.params["linear:hedgehog"]["site2.q_map.weight"])
+    assert not torch.equal(other.params["linear:hedgehog"]["site2.feature_map.weight"],
+                           trained.params["linear:hedgehog"]["site2.feature_map.weight"])
 
 
 def test_a_resumed_run_equals_an_uninterrupted_one(store, trained, tmp_path):
