@@ -37,8 +37,16 @@ class HedgehogFeatureMap(torch.nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.matmul(torch.stack([q.float(), k.float()]), self.weight)
-        phi = torch.cat([torch.softmax(z, dim=-1), torch.softmax(-z, dim=-1)], dim=-1)
+        phi = _two_sided_softmax(z)
         return phi[0], phi[1]
+
+    def one(self, x: torch.Tensor, which: int) -> torch.Tensor:
+        """``phi`` of q (``which`` 0) or k (1) alone, for any token count (training on sampled queries)."""
+        return _two_sided_softmax(torch.matmul(x.float(), self.weight[which]))
+
+
+def _two_sided_softmax(z: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.softmax(z, dim=-1), torch.softmax(-z, dim=-1)], dim=-1)
 
 
 def feature_linear_attention(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,
@@ -66,8 +74,7 @@ class HedgehogAttention(torch.nn.Module):
     def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """``[B, H, Q, N]``: the weights each query gives each key (rows sum to 1): what attention transfer
         matches to softmax's. Quadratic: for training on sampled queries, not for inference."""
-        phi_q, phi_k = self.feature_map(q, k)
-        scores = torch.matmul(phi_q, phi_k.transpose(-2, -1))
+        scores = torch.matmul(self.feature_map.one(q, 0), self.feature_map.one(k, 1).transpose(-2, -1))
         return scores / (scores.sum(dim=-1, keepdim=True) + self.eps)
 
     def extra_repr(self) -> str:

@@ -39,6 +39,7 @@ def test_attention_weights_are_what_the_block_computes():
     weights = block.attention_weights(q, k)
     assert torch.allclose(weights.sum(-1), torch.ones(2, 2, 13), atol=1e-5)
     assert torch.allclose(weights @ v, feature_linear_attention(*block.feature_map(q, k), v), atol=1e-5)
+    assert torch.allclose(block.attention_weights(q[:, :, 3:5], k), weights[:, :, 3:5], atol=1e-6), "sampled queries"
 
 
 def test_learned_maps_can_reproduce_softmax_attention_better_than_the_init():
