@@ -204,3 +204,9 @@ def test_the_result_carries_a_layout_with_the_trained_parameters():
     layout = Layout.parse("linear:jetvit")
     result = DistillResult({"site0.x": torch.ones(1)}, 1.0, 0.5, [0.7], None, None, 1)
     assert _equal(result.layout(layout).params, {"site0.x": torch.ones(1)}) and layout.params == {}
+
+
+def test_the_progress_bar_shows_the_loss(capsys):
+    distill_end_to_end(tiny_student(), photos(), SETTINGS, progress=True)
+    err = capsys.readouterr().err
+    assert "distilling" in err and "loss 0." in err and f"{SETTINGS.steps}/{SETTINGS.steps}" in err
