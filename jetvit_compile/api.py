@@ -5,11 +5,13 @@ ExportedProgram, a ``.pt2`` / ``.onnx`` path (``input_shapes`` for ONNX), or an 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
 
 from .compiler.artifact import CompileResult
+from .distill.distill_layout import DistillOutcome, DistillSettings, distill_layout
 from .frontend import ViTModel, open_model
 from .layout import Layout
 from .profiles import DEFAULT_VARIANTS, profile_model
@@ -73,4 +75,16 @@ def search(model, calib: str | os.PathLike, settings: SearchSettings | None = No
     return _search(model, calib, settings, input_shapes=input_shapes, output=output, report=report, **overrides)
 
 
-__all__ = ["inspect", "rewrite", "compile", "profile", "search", "ViTModel", "open_model", "SearchSettings"]
+def distill(model, layout: Layout | str, calib: str | os.PathLike, settings: DistillSettings | None = None, *,
+            input_shapes: str | None = None, output: str | os.PathLike | None = None, **overrides) -> DistillOutcome:
+    """Stage 2: train ``layout``'s new parameters (learned blocks: ``linear:jetvit``, ``linear:hedgehog``,
+    ``+learned`` windows) so that the rewritten model reproduces ``model``'s output (or ``taps``) on the photos
+    in ``calib``; judged on photos set aside; the layout with its parameters written to ``output``.
+    ``settings`` (:class:`DistillSettings`) or its fields as keywords (``steps``, ``lr``, ``taps``, ``device``,
+    ``train_shapes``, ...)."""
+    settings = dataclasses.replace(settings or DistillSettings(), **overrides)
+    return distill_layout(open_model(model, input_shapes), layout, calib, settings, output)
+
+
+__all__ = ["inspect", "rewrite", "compile", "profile", "search", "distill", "ViTModel", "open_model",
+           "SearchSettings", "DistillSettings"]

@@ -2,6 +2,7 @@
 0 ok, 2 usage, 3 unsupported model, 4 build/rewrite failure, 5 numerical check failed."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 
@@ -305,6 +306,58 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
                f"({outcome.speedup:.2f}x over {outcome.baseline}, measured; "
                f"{outcome.speedup_over_file:.2f}x over the model as given)")
     click.echo(f"wrote {outcome.layout_path} and {outcome.report_path}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--layout", required=True, help="Layout with learned blocks (linear:jetvit, linear:hedgehog, +learned "
+              "windows): inline or a JSON file (its parameters, if any, are where training starts).")
+@click.option("--calib", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Folder of photos; split into training photos and held-out photos the result is judged on.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Layout JSON to write (its parameters in a .safetensors beside it).")
+@_input_shape
+@click.option("--train-shape", "train_shapes", default=None, metavar="NAME:1x3xHxW",
+              help="ONNX files: train at this input size (the parameters carry over to the deploy size).")
+@click.option("--tap", "taps", multiple=True, help="Train and judge on this tensor instead of the first output "
+              "(repeatable), as for search.")
+@click.option("--steps", default=200, show_default=True, type=click.IntRange(min=1), help="Adam steps.")
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--batch", default=2, show_default=True, type=click.IntRange(min=1), help="Photos per step.")
+@click.option("--photos", "max_photos", default=32, show_default=True, type=click.IntRange(min=2),
+              help="Training photos at most.")
+@click.option("--held-out-images", default=8, show_default=True, type=click.IntRange(min=2))
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--seed", default=0, show_default=True, type=int)
+@_json
+@_friendly
+def distill(model: str, layout: str, calib: str, output: str, input_shapes: str | None, train_shapes: str | None,
+            taps: tuple[str, ...], steps: int, lr: float, batch: int, max_photos: int, held_out_images: int,
+            device: str, seed: int, as_json: bool) -> None:
+    """Train the new blocks of LAYOUT on MODEL end to end (stage 2) and write the layout with its parameters;
+    an interrupted run continues from its checkpoint when run again."""
+    import json
+
+    from .distill.distill_layout import DistillSettings, distill_layout
+    from .frontend import open_model
+
+    settings = DistillSettings(steps=steps, lr=lr, batch=batch, seed=seed, device=device, taps=taps,
+                               max_photos=max_photos, max_held_out=held_out_images, train_shapes=train_shapes,
+                               progress=not as_json)
+    out = distill_layout(open_model(model, input_shapes), layout, calib, settings, output)
+    t, before, after = out.training, out.held_out_before, out.held_out_after
+    if as_json:
+        click.echo(json.dumps({"output": str(out.layout_path), "layout": str(out.layout), "steps": t.steps,
+                               "loss_before": t.loss_before, "loss_after": t.loss_after, "curve": t.curve,
+                               "held_out_before": dataclasses.asdict(before), "held_out_after": dataclasses.asdict(after),
+                               "photos": out.photos, "held_out_photos": out.held_out_photos}, indent=2))
+        return
+    click.echo(f"trained {len(t.params)} parameter tensors for {t.steps} steps"
+               + (f" (resumed at step {t.resumed_from})" if t.resumed_from else "")
+               + f": loss {t.loss_before:.4f} -> {t.loss_after:.4f} on {len(out.photos)} photos")
+    click.echo(f"held-out fidelity (the model's runtime, {len(out.held_out_photos)} photos): "
+               f"{before.pearson:.4f} (min {before.pearson_min:.4f}) -> {after.pearson:.4f} (min {after.pearson_min:.4f})")
+    click.echo(f"wrote {out.layout_path}")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def run_main_job(
 ) -> MainJobResult:
     """Search (unless ``layouts`` are given), compile on ``target``, and compare on held-out photos."""
     from .images import images_in
-    from .search import calibration
+    from . import calibration
     from .search.run import search
     from .search.settings import SearchSettings
 

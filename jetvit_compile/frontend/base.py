@@ -112,6 +112,12 @@ class ViTModel(abc.ABC):
         """Rewrite, lower on ``target`` (auto: the best available), check and save: a CompileResult."""
 
     @abc.abstractmethod
+    def student(self, layout: Layout | str, taps: Sequence[str] = (), input_shapes: str | None = None, seed: int = 0):
+        """The model rewritten by ``layout`` as a differentiable torch module whose only trainable parameters
+        are the new blocks' (:mod:`..distill.students`), beside its teacher; ``input_shapes``: another size to
+        train at (ONNX files)."""
+
+    @abc.abstractmethod
     def timed_runner(self, layout: Layout | None, backend: str, image: torch.Tensor,
                      quantize: str | None = None) -> Callable[[], object]:
         """The model (original: None) run on ``image`` by ``backend``: what a latency is measured on."""

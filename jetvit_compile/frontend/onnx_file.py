@@ -196,6 +196,11 @@ class OnnxModel(ViTModel):
             raise UsageError("an ONNX model is compiled at its own input shape; give --input-shape, not inputs")
         return compile_onnx_model(self, layout, target, settings=settings, output=output, quantize=quantize)
 
+    def student(self, layout: Layout | str, taps: Sequence[str] = (), input_shapes: str | None = None, seed: int = 0):
+        from ..distill.students import onnx_student
+
+        return onnx_student(self.original, layout, taps, input_shapes, seed)
+
     def timed_runner(self, layout: Layout | None, backend: str, image: torch.Tensor,
                      quantize: str | None = None) -> Callable[[], object]:
         if backend != "onnxruntime":

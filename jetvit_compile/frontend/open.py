@@ -32,6 +32,9 @@ def open_model(source, input_shapes: str | dict | None = None, grid: tuple[int, 
         return ProgramModel(load_pt2(source), grid, path=source)
     import onnx_ir as ir
 
+    if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() != ".onnx":
+        raise UsageError(f"{source}: jetvit-compile takes a torch.export program saved as .pt2 or an .onnx file "
+                         f"(the file's name says which), not {Path(source).suffix or 'a file without a suffix'}")
     if isinstance(source, (str, os.PathLike, ir.Model)):
         from .onnx_file import OnnxModel
 

@@ -100,6 +100,14 @@ class ProgramModel(ViTModel):
                              "first")
         return compile_program(self, layout, target, inputs=inputs, settings=settings, output=output)
 
+    def student(self, layout: Layout | str, taps: Sequence[str] = (), input_shapes: str | None = None, seed: int = 0):
+        from ..distill.students import fx_student
+
+        if input_shapes:
+            raise UsageError("a torch.export program trains at the size it was exported at; export it at the size "
+                             "to train at, or give an ONNX file and --train-shape")
+        return fx_student(self.program, layout, taps, seed)
+
     def timed_runner(self, layout: Layout | None, backend: str, image: torch.Tensor,
                      quantize: str | None = None) -> Callable[[], object]:
         if backend == "torch":

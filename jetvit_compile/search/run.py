@@ -24,7 +24,7 @@ from ..passes.checks import check_choice
 from ..profiles.cost_model import base_from_measurement, block_times, predict
 from ..profiles.measure import profile_to_file
 from ..profiles.profile import Profile
-from . import calibration
+from .. import calibration
 from .beam import beam_search, check_constraints, meets_constraints
 from .head_trim import trim_full_heads, with_trimmed_heads
 from .outcome import SearchOutcome, baseline_key

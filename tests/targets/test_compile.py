@@ -96,7 +96,7 @@ def test_cli_compile_refuses_other_files_and_bad_targets(program, tmp_path):
     src = tmp_path / "tiny.pt2"
     torch.export.save(program, str(src))
     r = CliRunner().invoke(main, ["compile", str(tmp_path / "m.bin"), "-o", str(tmp_path / "o")])
-    assert r.exit_code == 2 and "compile takes a torch.export program" in r.output
+    assert r.exit_code == 2 and "takes a torch.export program saved as .pt2 or an .onnx file" in r.output
     r = CliRunner().invoke(main, ["compile", str(src), "--target", "tpu", "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "unknown target" in r.output and "Traceback" not in r.output
 

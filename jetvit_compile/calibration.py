@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..errors import UsageError
-from ..images import load_image
+from .errors import UsageError
+from .images import load_image
 
 MIN_PER_SIDE = 2  # a correlation over one photo says little; two per side is the least we accept
 
