@@ -190,11 +190,14 @@ def bench(models: tuple[str, ...], input_shapes: str | None, images: str | None,
               help="TVM tuning database folder (default: per device, beside the latency profiles).")
 @click.option("--tvm-remote", default=None, metavar="HOST:PORT/KEY",
               help="Tune TVM kernels on a remote device through this RPC tracker and device key.")
+@click.option("--tvm-target", default=None, metavar="TARGET",
+              help="TVM target, e.g. 'cuda -arch=sm_90' or llvm [default: this GPU, else llvm]; a CUDA arch with no "
+                   "GPU here builds and saves the kernels without running them (the manifest says so).")
 @_json
 @_friendly
 def compile_command(model: str, layout: str, target: str, output: str, input_shapes: str | None, min_block_size: int,
                     workspace_size: int, timing_cache_path: str | None, tvm_trials: int, quantize: str | None,
-                    tvm_database: str | None, tvm_remote: str | None, as_json: bool) -> None:
+                    tvm_database: str | None, tvm_remote: str | None, tvm_target: str | None, as_json: bool) -> None:
     """Rewrite MODEL (.pt2 torch.export program or .onnx file), lower it on the best available target, and
     save it with a manifest (.onnx files: ONNX Runtime's TensorRT provider, else ONNX Runtime)."""
     import json
@@ -206,7 +209,7 @@ def compile_command(model: str, layout: str, target: str, output: str, input_sha
     check_output_folder(output, model)  # refused before any work
     settings = CompileSettings(min_block_size=min_block_size, workspace_size=workspace_size,
                                timing_cache_path=timing_cache_path, tvm_trials=tvm_trials, tvm_database=tvm_database,
-                               tvm_remote=tvm_remote)
+                               tvm_remote=tvm_remote, tvm_target=tvm_target)
     result = open_model(model, input_shapes).compile(layout, target, settings=settings, output=output,
                                                      quantize=quantize)
     if as_json:
@@ -222,6 +225,11 @@ def compile_command(model: str, layout: str, target: str, output: str, input_sha
     if q:
         click.echo(f"quantized {q['linear_layers']} linear layers to {q['scheme']} (output moved by up to "
                    f"{q['max_abs_diff_from_float']:.2e} from float on the check input; judge it on photos with bench)")
+    if result.manifest.get("ran") is False:  # built for a GPU that is not here
+        built = result.manifest["built_for"]
+        click.echo(f"built with tvm for {built['kind']} {built['arch']}, not run here ({result.manifest['why_not_run']}); "
+                   f"wrote {output}/{', '.join(result.manifest['files'])} and manifest.json")
+        return
     click.echo(f"compiled with {result.target} (max abs error vs rewritten graph {result.max_abs_error:.2e}); "
                f"wrote {output}/{', '.join(result.manifest['files'])} and manifest.json")
 

@@ -42,6 +42,14 @@ def auto_target(target: str = "auto") -> str | None:
     return next((n for n in target_candidates(target) if target_available(n, target)[0]), None)
 
 
+def _gpu_build_without_gpu(settings: CompileSettings) -> bool:
+    if not settings.tvm_target or not TARGETS["tvm"].available()[0]:
+        return False
+    from ..targets.tvm_cuda import gpu_here, parse_target
+
+    return parse_target(settings.tvm_target)["kind"] == "cuda" and not gpu_here()
+
+
 def compile_program(model, layout: Layout | str = "full", target: str = "auto",
                     inputs: tuple[torch.Tensor, ...] | None = None, settings: CompileSettings | None = None,
                     output: str | os.PathLike | None = None) -> CompileResult:
@@ -52,6 +60,14 @@ def compile_program(model, layout: Layout | str = "full", target: str = "auto",
         check_output_folder(output, model.path)
     settings = settings or CompileSettings()
     layout = Layout.coerce(layout)
+    if target == "tvm" and _gpu_build_without_gpu(settings):  # built for a GPU that is not here: saved, not run
+        if output is None:
+            raise UsageError("a tvm build for a GPU this machine does not have cannot run here: give an output "
+                             "folder to save it (its manifest says it was not run)")
+        from .tvm_build_only import build_only
+
+        built = build_only(model.program, layout, output=output, tvm_target=settings.tvm_target, settings=settings)
+        return CompileResult("tvm", built.compiled, built.summary, [], float("nan"), manifest=built.manifest)
     rewritten = model.rewrite(layout)
     program = rewritten.graph
     inputs = inputs if inputs is not None else model.example_inputs()

@@ -12,7 +12,7 @@ times the build there (see :mod:`.tvm_remote`).
 ``settings.tvm_target`` picks the TVM target: None builds for this machine's GPU when TVM sees one, else
 for ``llvm``; ``"cuda -arch=sm_90"`` (or a JSON dict) builds for that GPU. Without such a GPU here the
 build is compile-only: the CUDA kernels are generated and saved, and calling the result raises
-(see :mod:`.tvm_cuda`, whose ``build_only`` saves the artifact with a manifest that says it was not run).
+(see :mod:`..compiler.tvm_build_only`, whose ``build_only`` saves the artifact with a manifest that says it was not run).
 """
 from __future__ import annotations
 

