@@ -11,7 +11,7 @@ import torch
 from jetvit_compile.attention import build_attention
 from jetvit_compile.errors import VerificationError
 from jetvit_compile.layout import FULL, Layout, parse_choice
-from jetvit_compile.onnx_pipeline import input_feed, prepare
+from jetvit_compile.frontend.onnx_file import input_feed, read_onnx as prepare
 from jetvit_compile.passes.onnx.rewrite import rewrite_onnx, sites_of, upgrade_opset
 from jetvit_compile.passes.onnx.verify import verify
 

