@@ -80,10 +80,57 @@ def set_input_shapes(model: ModelT, shapes: Mapping[str, Sequence[int]] | str, *
                 f"({_format(dims)})"
             )
         inputs[name].shape = ir.Shape([int(d) for d in dims])
+    problems = [p for name, dims in shapes.items() for p in check_against_patch_conv(inputs[name], dims)]
+    if problems:
+        raise UsageError("the input shape does not fit the model: " + "; ".join(problems))
     _clear_derived_shapes(ir_model)
     if infer_shapes:
         _fold_and_infer(ir_model)
     return ir.serde.serialize_model(ir_model) if isinstance(model, onnx.ModelProto) else ir_model
+
+
+# Ops between an image input and its patch convolution that keep the channel and spatial dims (normalisation).
+_KEEP_IMAGE_DIMS = {"Sub", "Div", "Mul", "Add", "Cast", "Identity", "Clip", "CastLike"}
+
+
+def _patch_conv(value: ir.Value) -> ir.Node | None:
+    """The first Conv the image ``value`` feeds (through normalisation ops), or None."""
+    todo, seen = [value], set()
+    while todo and len(seen) < 32:
+        v = todo.pop(0)
+        for node, index in v.uses():
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type == "Conv" and node.domain in ("", "ai.onnx") and index == 0:
+                return node
+            if node.op_type in _KEEP_IMAGE_DIMS and node.domain in ("", "ai.onnx"):
+                todo.extend(node.outputs)
+    return None
+
+
+def check_against_patch_conv(value: ir.Value, dims: Sequence[int]) -> list[str]:
+    """What is wrong with ``dims`` as the shape of the image input ``value``, read from the convolution it
+    feeds: its channel count, and (for a patch embedding) an input smaller than one patch."""
+    conv = _patch_conv(value) if len(dims) == 4 else None
+    weight = conv.inputs[1] if conv is not None and len(conv.inputs) > 1 else None
+    wdims = _dims(weight.shape) if weight is not None else None
+    if conv is None or wdims is None or len(wdims) != 4 or None in wdims:
+        return []
+    problems = []
+    group = conv.attributes.get_int("group", 1)
+    channels = wdims[1] * group
+    if dims[1] != channels:
+        problems.append(f"input {value.name!r} has {dims[1]} channels in {_format(dims)}; the model's first "
+                        f"convolution takes {channels} (e.g. {value.name}:{dims[0]}x{channels}x{dims[2]}x{dims[3]})")
+    kernel = tuple(conv.attributes.get_ints("kernel_shape", wdims[2:]))
+    pads = list(conv.attributes.get_ints("pads", [0] * 4))
+    for axis, (size, k, what) in enumerate(zip(dims[2:], kernel, ("height", "width"))):
+        padded = size + (pads[axis] + pads[axis + 2] if len(pads) == 4 else 0)
+        if padded < k:
+            problems.append(f"input {value.name!r} {what} {size} px is smaller than one {kernel[0]}x{kernel[1]} "
+                            f"patch of the model's patch embedding; give at least {k} px (a multiple of {k})")
+    return problems
 
 
 def make_hw_symbolic(model: ModelT) -> ModelT:
