@@ -1,5 +1,7 @@
-"""The ``jetvit-compile`` command line. User mistakes end in one line on stderr and an exit code:
-0 ok, 2 usage, 3 unsupported model, 4 build/rewrite failure, 5 numerical check failed."""
+"""The ``jetvit-compile`` command line. Every failure ends in one line on stderr and an exit code:
+0 ok, 2 usage (a bad argument or path), 3 unsupported model, 4 build/rewrite/run failure (a write that failed,
+ONNX Runtime, out of memory), 5 numerical check failed, 1 an internal error (``--debug`` shows the traceback),
+130 interrupted, 143 terminated."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,24 +13,135 @@ import click
 from .errors import JetViTError
 
 
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and (ctx.find_root().obj or {}).get("debug"))
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {' '.join(message.split())}", err=True)  # one line, whatever the message holds
+    sys.exit(code)
+
+
+def _existing(path) -> bool:
+    from pathlib import Path
+
+    return isinstance(path, str) and bool(path) and Path(path).exists()
+
+
+def _check_outputs(command: str, params: dict) -> None:
+    """The one output rule, before any work: no output of ``command`` is any of its inputs (model, layout and
+    its parameters, profile, photos, timing cache, tuning database), however the paths are spelled."""
+    from pathlib import Path
+
+    from ._files import check_not_an_input, check_output_folder_inputs, check_output_path
+
+    inputs: list[str] = []
+    for name in ("model", "calib", "images", "profile_path", "timing_cache_path", "tvm_database"):
+        if _existing(params.get(name)):
+            inputs.append(params[name])
+    inputs += [m for m in params.get("models") or () if _existing(m)]
+    for layout in [params.get("layout"), *(params.get("layouts") or ())]:
+        if _existing(layout):
+            inputs += [layout, str(Path(layout).with_suffix(".safetensors"))]
+    output, report = params.get("output"), params.get("report")
+    if command == "compile_command" and output:
+        from .compiler.artifact import ARTIFACT_NAMES
+
+        check_output_folder_inputs(output, *inputs, writes=ARTIFACT_NAMES)
+    elif command == "demo":
+        check_output_folder_inputs(output or f"jetvit-demo-{params.get('size')}", *inputs,
+                                   writes=("layout.json", "layout.safetensors", "report"))
+    elif output:
+        if command in ("search", "distill"):
+            check_output_path(output, *inputs, suffix=".json", sidecars=(".safetensors",), what="the layout")
+        elif command == "profile":
+            check_output_path(output, *[i for i in inputs if i != params.get("profile_path")], suffix=".json",
+                              what="the latency profile")
+        else:
+            check_not_an_input(output, inputs)
+    if command == "search":
+        folder = report or (str(Path(output).with_name(Path(output).stem + "-report")) if output else None)
+        if folder:
+            check_output_folder_inputs(folder, *inputs, writes=("report.md", "pareto.png", "sensitivity.png"))
+
+
+def _os_error(e: OSError) -> tuple[str, int]:
+    """An OS error as one line naming the path; 2 when the user's path is wrong, 4 when writing failed."""
+    import errno
+
+    where = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    why = e.strerror or str(e) or type(e).__name__
+    fix = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
+           errno.EROFS: "write elsewhere", errno.EACCES: "check the permissions", errno.EPERM: "check the permissions",
+           errno.ENOENT: "check the path", errno.EISDIR: "give a file, not a folder",
+           errno.ENOTDIR: "check the path"}.get(e.errno)
+    user_path = e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG)
+    return f"{where + ': ' if where else ''}{why}{'; ' + fix if fix else ''}", 2 if user_path else 4
+
+
+def _runtime_error(e: BaseException) -> tuple[str, int] | None:
+    """A failure of the runtime a model runs in (ONNX Runtime, torch): exit 4, its first line."""
+    module = type(e).__module__ or ""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
+    if module.startswith("onnxruntime"):
+        return f"ONNX Runtime failed ({type(e).__name__}): {first}", 4
+    if isinstance(e, RuntimeError):
+        return f"the model failed to run ({type(e).__name__}): {first}", 4
+    return None
+
+
 def _friendly(fn):
-    """Turn a JetViTError into ``error: ...`` and its exit code, never a traceback."""
+    """Every failure as one ``error: ...`` line and its exit code, never a traceback (``--debug``: the
+    traceback): JetViTError -> its code; OSError -> 2 (a path the user gave) or 4 (writing failed); ONNX
+    Runtime / torch runtime failures and MemoryError -> 4; SIGINT -> 130, SIGTERM -> 143 (temp files
+    removed on the way out); anything else -> 1, an internal error to report. Before the command runs,
+    its outputs are checked against its inputs (:func:`_check_outputs`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from ._files import Terminated
+
         try:
+            _check_outputs(fn.__name__, kwargs)
             return fn(*args, **kwargs)
-        except JetViTError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
+        except (SystemExit, click.exceptions.Exit, click.ClickException):
+            raise
+        except BaseException as e:  # noqa: BLE001 - the one place every failure becomes a line
+            if _debug():
+                raise
+            if isinstance(e, JetViTError):
+                _fail(str(e), e.exit_code)
+            if isinstance(e, Terminated):
+                _fail("terminated (SIGTERM); nothing half-written was left behind", Terminated.exit_code)
+            if isinstance(e, KeyboardInterrupt):
+                _fail("interrupted; nothing half-written was left behind", 130)
+            if isinstance(e, MemoryError):
+                _fail("out of memory; try a smaller --input-shape, fewer photos, or a machine with more RAM", 4)
+            if isinstance(e, OSError):
+                _fail(*_os_error(e))
+            runtime = _runtime_error(e)
+            if runtime:
+                _fail(*runtime)
+            if not isinstance(e, Exception):
+                raise
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            _fail(f"internal error ({type(e).__name__}: {first}); rerun with jetvit-compile --debug ... "
+                  "for the traceback and report it", 1)
 
     return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="jetvit-compile")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of a failure instead of one line.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """Make pre-trained Vision Transformers fast at high resolution without losing what they compute."""
+    from ._files import terminate_as_exception
+
+    ctx.obj = {**(ctx.obj or {}), "debug": debug}
+    terminate_as_exception()  # SIGTERM unwinds like Ctrl-C: finally blocks run, temp files go
 
 
 @main.command()
@@ -286,12 +399,20 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
 @click.option("--max-evaluations", default=200, show_default=True, type=click.IntRange(min=1))
 @click.option("--report", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Folder for report.md, pareto.png, sensitivity.png [default: <output stem>-report].")
+@click.option("--transfer-steps", default=150, show_default=True, type=click.IntRange(min=0),
+              help="Learned variants (linear:hedgehog, linear:jetvit, +learned windows): stage 1 steps per site.")
+@click.option("--distill-steps", default=100, show_default=True, type=click.IntRange(min=0),
+              help="Stage 2 steps on the chosen layout when it has learned sites (0: skip).")
+@click.option("--train-shape", "train_shapes", default=None, metavar="NAME:1x3xHxW",
+              help="ONNX files: run stage 2 at this input size (its parameters carry over to the deploy size).")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="Where the learned stages train.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str), help="Layout JSON to write.")
 @_friendly
 def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float | None, taps: tuple[str, ...],
            budget_ms: float | None, variants: str, backend: str | None, profile_path: str | None, force: bool,
            quantize: str | None, calib_images: int, held_out_images: int, beam: int, max_evaluations: int, report: str | None,
-           output: str) -> None:
+           transfer_steps: int, distill_steps: int, train_shapes: str | None, device: str, output: str) -> None:
     """Search a per-site attention layout for MODEL (.onnx or .pt2) that keeps its output (PTAS)."""
     from pathlib import Path
 
@@ -303,7 +424,8 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
         min_fidelity=min_fidelity, budget_ms=budget_ms, taps=taps,
         variants=tuple(v for v in variants.split(",") if v.strip()) if variants else None, backend=backend,
         profile=profile_path, force_profile=force, quantize=quantize, max_calibration=calib_images,
-        max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations)
+        max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations, transfer_steps=transfer_steps,
+        distill_steps=distill_steps, train_shapes=train_shapes, device=device)
     outcome = run_search(model, calib, settings, input_shapes=input_shapes, output=output, report=report)
     r = outcome.result
     click.echo(("" if r.reached else "warning: ") + r.message)

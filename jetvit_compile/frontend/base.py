@@ -112,6 +112,11 @@ class ViTModel(abc.ABC):
         """Rewrite, lower on ``target`` (auto: the best available), check and save: a CompileResult."""
 
     @abc.abstractmethod
+    def capture(self, images: list[torch.Tensor], folder: str | os.PathLike, sites: Sequence[int] | None = None):
+        """Each site's q, k, v and attention output on ``images``, streamed to ``folder`` (a CaptureStore,
+        :mod:`..distill.captures`): what block-wise attention transfer trains on."""
+
+    @abc.abstractmethod
     def student(self, layout: Layout | str, taps: Sequence[str] = (), input_shapes: str | None = None, seed: int = 0):
         """The model rewritten by ``layout`` as a differentiable torch module whose only trainable parameters
         are the new blocks' (:mod:`..distill.students`), beside its teacher; ``input_shapes``: another size to

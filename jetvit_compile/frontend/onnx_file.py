@@ -196,6 +196,11 @@ class OnnxModel(ViTModel):
             raise UsageError("an ONNX model is compiled at its own input shape; give --input-shape, not inputs")
         return compile_onnx_model(self, layout, target, settings=settings, output=output, quantize=quantize)
 
+    def capture(self, images: list[torch.Tensor], folder: str | os.PathLike, sites: Sequence[int] | None = None):
+        from ..distill.captures import capture_onnx
+
+        return capture_onnx(self.copy()[0], images, folder, sites)
+
     def student(self, layout: Layout | str, taps: Sequence[str] = (), input_shapes: str | None = None, seed: int = 0):
         from ..distill.students import onnx_student
 

@@ -100,6 +100,11 @@ class ProgramModel(ViTModel):
                              "first")
         return compile_program(self, layout, target, inputs=inputs, settings=settings, output=output)
 
+    def capture(self, images: list[torch.Tensor], folder: str | os.PathLike, sites: Sequence[int] | None = None):
+        from ..distill.captures import capture_fx
+
+        return capture_fx(self.program, images, folder, sites)
+
     def student(self, layout: Layout | str, taps: Sequence[str] = (), input_shapes: str | None = None, seed: int = 0):
         from ..distill.students import fx_student
 

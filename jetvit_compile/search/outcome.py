@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from ..distill.attention_transfer import TransferResult
+from ..distill.end_to_end import DistillResult
 from ..layout import Layout
 from .beam import SearchResult
 
@@ -37,6 +39,8 @@ class SearchOutcome:
     notes: list[str]
     taps: list[str] = dataclasses.field(default_factory=list)  # what fidelity is judged on; empty: the first output
     quantize: str | None = None  # every layout ran with its linear layers so quantized (ONNX)
+    transfer: TransferResult | None = None  # stage 1 (learned rungs): per site and rung, held-out block losses
+    distilled: DistillResult | None = None  # stage 2 of the chosen layout: losses and the loss curve
     layout_path: Path | None = None
     report_path: Path | None = None
 

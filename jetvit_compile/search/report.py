@@ -67,6 +67,23 @@ def _figure_sensitivity(outcome, path: Path) -> None:
     plt.close(fig)
 
 
+def _figure_curve(curve: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=110)
+    ax.plot(range(1, len(curve) + 1), curve, c="#1f6feb", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (1 - Pearson), batch mean")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def _markdown(outcome, pareto_png: str, heat_png: str) -> str:
     r = outcome.result
     layout = str(outcome.layout)
@@ -115,6 +132,17 @@ def _markdown(outcome, pareto_png: str, heat_png: str) -> str:
               "|---|" + "---:|" * len(next(iter(outcome.sensitivity.values()), []))]
     for name, row in outcome.sensitivity.items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    if outcome.transfer is not None:
+        lines += ["", "## Stage 1: attention transfer", "",
+                  "Every learned rung trained at every site on captured q, k, v of the calibration photos; losses "
+                  "(output error relative to its mean square) and Pearson of the block's output, on captured photos "
+                  "the training never saw.", "", outcome.transfer.table()]
+    if outcome.distilled is not None:
+        d = outcome.distilled
+        lines += ["", "## Stage 2: end-to-end distillation of the chosen layout", "",
+                  f"{d.steps} steps, all the layout's new parameters jointly, against the original's "
+                  f"{'taps' if outcome.taps else 'output'} on the calibration photos: loss (1 - Pearson) "
+                  f"{d.loss_before:.4f} -> {d.loss_after:.4f}.", "", "![stage 2 loss curve](stage2_loss.png)"]
     lines += ["", "## Every layout scored", "", "| step | layout | fidelity (calibration) | predicted ms |", "|---:|---|---:|---:|"]
     for e in r.evaluated:
         lines.append(f"| {e.step} | `{','.join(e.choices)}` | {e.fidelity:.4f} | {e.predicted_ms:.1f} |")
@@ -131,6 +159,8 @@ def write_report(outcome, folder: str | os.PathLike) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     _figure_pareto(outcome, folder / "pareto.png")
     _figure_sensitivity(outcome, folder / "sensitivity.png")
+    if outcome.distilled is not None:
+        _figure_curve(outcome.distilled.curve, folder / "stage2_loss.png")
     path = folder / "report.md"
     with atomic_write(path) as tmp:
         Path(tmp).write_text(_markdown(outcome, "pareto.png", "sensitivity.png"))

@@ -27,6 +27,7 @@ from ..profiles.profile import Profile
 from .. import calibration
 from .beam import beam_search, check_constraints, meets_constraints
 from .head_trim import trim_full_heads, with_trimmed_heads
+from .learned_stages import learned_rungs, stage1, stage2, with_params
 from .outcome import SearchOutcome, baseline_key
 from .report import write_report
 from .settings import SearchSettings, settings_from
@@ -54,9 +55,6 @@ def _ladder(variants: Sequence[str | Choice], sites) -> list[Choice]:
         bad = {check_choice(s, c, {}) for s in sites} - {None}
         if bad:
             raise UsageError(f"variant {c} cannot run on this model: {'; '.join(sorted(bad))}")
-        if c.kind == "linear" and c.variant == "jetvit":
-            raise UsageError("linear:jetvit needs attention transfer first (jetvit_compile.search.transfer); "
-                             "the search takes full, window and linear:relu variants")
     return ladder
 
 
@@ -141,6 +139,11 @@ def search(
         say(n)
     calib_images = calibration.load(calib_paths, vit.input_size)
     held_images = calibration.load(held_paths, vit.input_size)
+    stage_folder = out_path.with_name(out_path.stem + "-learned") if out_path is not None else None
+    if learned_rungs(ladder):
+        say(f"search: stage 1, attention transfer of {', '.join(map(str, learned_rungs(ladder)))} at every site on "
+            f"the {len(calib_paths)} calibration photos")
+    transfer = stage1(vit, ladder, calib_images, s, stage_folder / "stage1" if stage_folder else None)
     say(f"search: {len(sites)} sites, {len(calib_paths)} calibration / {len(held_paths)} held-out photos, "
         f"variants {', '.join(map(str, ladder))}, latency from the {backend} profile"
         + (f", fidelity on the taps {', '.join(evaluator.taps)}" if evaluator.taps else ""))
@@ -160,7 +163,7 @@ def search(
     def score(choices: list[Choice]) -> float:
         key = ",".join(map(str, choices))
         if key not in fidelity_cache:
-            fidelity_cache[key] = compare(reference, evaluator.outputs(Layout(choices=list(choices)), calib_images)).pearson
+            fidelity_cache[key] = compare(reference, evaluator.outputs(with_params(choices, transfer), calib_images)).pearson
         return fidelity_cache[key]
 
     def cost(choices: list[Choice]) -> float:
@@ -184,14 +187,20 @@ def search(
             progress=say if progress else None)
         result = with_trimmed_heads(result, trimmed, tried)
     say(("search: " if result.reached else "search: warning: ") + result.message)
-    layout = Layout(choices=[parse_choice(c) for c in result.best.choices],
-                    fingerprint=vit.fingerprint)
+    layout = with_params([parse_choice(c) for c in result.best.choices], transfer, vit.fingerprint)
+    distilled = stage2(vit, layout, calib_paths, s, stage_folder / "stage2.safetensors" if stage_folder else None)
+    if distilled is not None:
+        layout = distilled.layout(layout)
+        notes.append(f"stage 2: the layout's new parameters trained jointly for {distilled.steps} steps on the "
+                     f"calibration photos: loss (1 - Pearson) {distilled.loss_before:.4f} -> {distilled.loss_after:.4f}")
+        say("search: " + notes[-1])
     # judged on photos the search never saw: the result, and each single-variant layout for comparison
     held_ref = evaluator.outputs(None, held_images)
     judged = [str(layout)] + [",".join([str(v)] * len(sites)) for v in ladder if v != FULL or quantize]
     held = {}
     for text in dict.fromkeys(judged):
-        held[text] = compare(held_ref, evaluator.outputs(Layout.parse(text), held_images)).pearson
+        candidate = layout if text == str(layout) else with_params(Layout.parse(text).choices, transfer)
+        held[text] = compare(held_ref, evaluator.outputs(candidate, held_images)).pearson
     gap = held_out_note(s.min_fidelity, result.best.fidelity, held[str(layout)], len(calib_paths))
     if gap:
         say(gap)
@@ -212,7 +221,7 @@ def search(
         layout=layout, result=result, sensitivity=sensitivity, held_out=held,
         measured_ms=measured, predicted_ms=predicted, quantize=quantize,
         backend=backend, calibration=[p.name for p in calib_paths], held_out_photos=[p.name for p in held_paths],
-        notes=notes, taps=list(evaluator.taps))
+        notes=notes, taps=list(evaluator.taps), transfer=transfer, distilled=distilled)
     if out_path is not None:
         outcome.layout_path = layout.save(out_path)
     if report is not None:

@@ -20,7 +20,9 @@ class SearchSettings:
     ``quantize="int8"`` (ONNX files): every layout scored, judged and timed with its linear layers in int8.
     ``held_out``: the share of the photos set aside to judge the result; ``max_calibration`` /
     ``max_held_out`` cap each side. ``beam``, ``moves_per_layout``, ``max_evaluations``: the beam search's
-    width and effort. ``repeat``: timed runs per measured model (median).
+    width and effort. ``repeat``: timed runs per measured model (median). Learned rungs (``linear:hedgehog``,
+    ``linear:jetvit``, ``+learned`` windows) are trained first (stage 1, ``transfer_steps``) and the chosen layout
+    distilled end to end (stage 2, ``distill_steps``; 0: skip), on the calibration photos only.
     """
 
     min_fidelity: float | None = None
@@ -38,6 +40,10 @@ class SearchSettings:
     moves_per_layout: int | None = 4
     max_evaluations: int = 200
     repeat: int = 5
+    transfer_steps: int = 150  # stage 1 (learned rungs only): Adam steps per site and learned rung
+    distill_steps: int = 100  # stage 2 (a chosen layout with learned sites): Adam steps, all its blocks jointly
+    train_shapes: str | None = None  # stage 2 at another input size (ONNX files: NAME:1x3xHxW)
+    device: str = "cpu"  # where the learned stages train
     seed: int = 0
     progress: bool = True
 

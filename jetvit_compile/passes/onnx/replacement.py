@@ -73,9 +73,12 @@ def _export(choice, heads, tokens, head_dim, prefix, grid, scale, dtype, k_trans
             ort_kernels) -> ir.Graph:
     site = AttentionSite(0, "", "", heads, head_dim, tokens, prefix, grid, scale, dtype=dtype)
     block = build_attention(choice, site)
-    with torch.no_grad():  # non-zero values: the exporter folds away a zero bias, which then has no initializer
+    # distinct, non-zero values: the exporter folds away a zero bias, and merges parameters of equal values
+    # (or folds ops of them), which then have no initializer of their own to carry a site's learned values
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
         for p in block.parameters():
-            p.copy_(torch.full_like(p, 0.01))
+            p.copy_(0.01 + 0.01 * torch.rand(p.shape, generator=gen, dtype=torch.float64).to(p.dtype))
     adapter = _Adapter(block, k_transposed, layout).eval()
     args = (_example(site), _example(site, k_transposed), _example(site))
     try:
