@@ -3,7 +3,9 @@ held-out images the result is judged on (never the same photos), and load them a
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -15,8 +17,10 @@ MIN_PER_SIDE = 2  # a correlation over one photo says little; two per side is th
 
 
 def split(paths: list[Path], held_out: float = 0.5, seed: int = 0, max_calibration: int | None = None,
-          max_held_out: int | None = None) -> tuple[list[Path], list[Path]]:
-    """A seeded shuffle of ``paths`` cut into (calibration, held-out); ``held_out`` is the held-out share."""
+          max_held_out: int | None = None, say: Callable[[str], None] | None = None) -> tuple[list[Path], list[Path]]:
+    """A seeded shuffle of ``paths`` cut into (calibration, held-out); ``held_out`` is the held-out share.
+    When a side gets fewer photos than ``max_calibration`` / ``max_held_out`` ask for, ``say`` (default: stderr)
+    is told how many there are."""
     if not 0 < held_out < 1:
         raise UsageError(f"the held-out share must be between 0 and 1, got {held_out}")
     if len(paths) < 2 * MIN_PER_SIDE:
@@ -26,6 +30,12 @@ def split(paths: list[Path], held_out: float = 0.5, seed: int = 0, max_calibrati
     random.Random(seed).shuffle(order)
     cut = min(max(round(len(order) * (1 - held_out)), MIN_PER_SIDE), len(order) - MIN_PER_SIDE)
     calib, held = order[:cut], order[cut:]
+    short = [f"{want} {what} photos asked for, {len(have)} available" for want, have, what in
+             ((max_calibration, calib, "calibration"), (max_held_out, held, "held-out"))
+             if want is not None and want > len(have)]
+    if short:
+        (say or (lambda m: print(m, file=sys.stderr)))(
+            f"note: {'; '.join(short)} (the {len(paths)} photos are split between the two); using what there is")
     return calib[:max_calibration], held[:max_held_out]
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -70,33 +72,84 @@ def _skimage_photos() -> list[Path]:
     return sorted(paths)
 
 
-def images_in(folder: str | os.PathLike) -> list[Path]:
-    """The readable images in a user's folder, sorted; a ``UsageError`` that says why when there are none."""
+MIN_PHOTO_SIDE = 32  # px: a smaller photo holds no more than a patch or two, and scores say nothing
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def images_in(folder: str | os.PathLike, say: Callable[[str], None] | None = _say,
+              min_side: int = MIN_PHOTO_SIDE) -> list[Path]:
+    """The photos in a user's folder, sorted, each decoded up front.
+
+    Files that are not images (no image format recognised) are skipped and named in a note (``say``); a photo
+    that does not decode (a truncated or damaged file) or is smaller than ``min_side`` px on a side is
+    refused, every such file named in one ``UsageError``: a damaged data set is fixed, not sampled around."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise UsageError(f"the photos are given as a folder path, got {type(folder).__name__}")
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"image folder {folder} does not exist or is not a folder")
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise UsageError(f"image folder {folder} is empty: put some photos (JPEG/PNG) in it")
-    good, bad = [], []
+    good, not_images, broken, small = [], [], [], []
     for path in files:
         try:
             with Image.open(path) as im:
-                im.verify()
+                fmt = im.format
+                try:
+                    im.load()
+                except (OSError, SyntaxError, ValueError, EOFError) as e:
+                    broken.append(f"{path.name} ({fmt}: {' '.join(str(e).split()) or type(e).__name__})")
+                    continue
+                if min(im.size) < min_side:
+                    small.append(f"{path.name} ({im.size[0]}x{im.size[1]} px)")
+                    continue
             good.append(path)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            bad.append(path.name)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+            not_images.append(path.name)
+    problems = []
+    if broken:
+        problems.append(f"{len(broken)} photo(s) do not decode (truncated or damaged): {', '.join(broken)}; "
+                        "replace or remove them")
+    if small:
+        problems.append(f"{len(small)} photo(s) are smaller than {min_side} px on a side: {', '.join(small)}; "
+                        "use real photos (each is resized to the model's input, so a tiny one says nothing)")
+    if problems:
+        raise UsageError(f"image folder {folder}: " + "; ".join(problems))
     if not good:
-        raise UsageError(f"image folder {folder} holds no readable images; unreadable: {', '.join(bad)}")
+        raise UsageError(f"image folder {folder} holds no readable images; unreadable: {', '.join(not_images)}")
+    if not_images and say is not None:
+        say(f"note: skipped {len(not_images)} file(s) in {folder} that are not images: {', '.join(not_images)}")
     return good
+
+
+def _unit_rgb(im: Image.Image, width: int, height: int) -> np.ndarray:
+    """``[H, W, 3]`` float32 in [0, 1] at ``(height, width)`` (bicubic), whatever the mode: 16-bit integer
+    images are scaled by their range (``convert("RGB")`` would clip them to 255: white), float ones clipped."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        grey = np.asarray(im, dtype=np.float32)
+        if im.mode != "F":
+            grey = grey / 65535.0  # 16-bit PNG/TIFF (I;16, or I in some Pillow versions)
+        resized = Image.fromarray(np.clip(grey, 0, 1).astype(np.float32), mode="F").resize((width, height),
+                                                                                          Image.BICUBIC)
+        return np.repeat(np.clip(np.asarray(resized, dtype=np.float32), 0, 1)[..., None], 3, axis=2)
+    rgb = im.convert("RGB").resize((width, height), Image.BICUBIC)
+    return np.asarray(rgb, dtype=np.float32) / 255.0
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int]) -> torch.Tensor:
     """RGB photo as a normalised ``[3, H, W]`` float tensor; ``size`` is ``(H, W)``; bicubic resize."""
     height, width = size
-    with Image.open(path) as im:
-        rgb = im.convert("RGB").resize((width, height), Image.BICUBIC)
-    x = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    try:
+        with Image.open(path) as im:
+            rgb = _unit_rgb(im, width, height)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise UsageError(f"photo {path} cannot be read ({' '.join(str(e).split()) or type(e).__name__}); "
+                         "replace or remove it") from None
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return ((x - mean) / std).contiguous()

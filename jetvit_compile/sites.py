@@ -44,21 +44,67 @@ class AttentionSite:
         return d
 
 
-def grid_and_prefix(tokens: int, grid: tuple[int, int] | None, where: str) -> tuple[tuple[int, int], int]:
-    """Check that ``tokens`` = prefix + grid tokens and return (grid, prefix count)."""
-    from .errors import UnsupportedModelError
+MAX_PREFIX = 8  # class token + registers: a grid read from the token count allows 0..8 tokens off the grid
 
+
+def grids_from_tokens(tokens: int, image_hw: tuple[int, int] | None,
+                      max_prefix: int = MAX_PREFIX) -> list[tuple[tuple[int, int], int]]:
+    """Every (grid, prefix) with ``tokens = prefix + (H/p)(W/p)`` for a square patch ``p`` >= 2 that divides
+    the input's height and width, and ``prefix`` in 0..max_prefix."""
+    if not image_hw or None in image_hw:
+        return []
+    h, w = image_hw
+    found = []
+    for p in range(2, min(h, w) + 1):
+        if h % p or w % p:
+            continue
+        prefix = tokens - (h // p) * (w // p)
+        if 0 <= prefix <= max_prefix:
+            found.append(((h // p, w // p), prefix))
+    return found
+
+
+def grid_and_prefix(tokens: int, grid: tuple[int, int] | None, where: str, *,
+                    conv_grid: tuple[int, int] | None = None,
+                    image_hw: tuple[int, int] | None = None) -> tuple[tuple[int, int], int]:
+    """(grid, prefix count) of a site with ``tokens`` tokens: ``tokens`` = prefix + grid tokens.
+
+    ``conv_grid`` is what the graph's patch-embedding convolution makes; ``grid`` (the user's) must agree with
+    it. Without a convolution (a linear layer over unfolded patches) the grid is read from the input's
+    spatial size ``image_hw`` and the token count when exactly one square patch size fits."""
+    from .errors import UnsupportedModelError, UsageError
+
+    if grid is not None and conv_grid is not None and tuple(grid) != tuple(conv_grid):
+        raise UsageError(
+            f"{where}: the grid {grid[0]}x{grid[1]} given contradicts the graph's patch-embedding convolution, "
+            f"which makes a {conv_grid[0]}x{conv_grid[1]} grid; drop --grid / grid= (it is read from the graph)")
+    given = grid if conv_grid is None else None
+    grid = grid or conv_grid
     if grid is None:
+        found = grids_from_tokens(tokens, image_hw)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            options = ", ".join(f"{g[0]}x{g[1]} with {p} prefix tokens" for g, p in found)
+            raise UnsupportedModelError(
+                f"{where}: no patch-embedding convolution, and {tokens} tokens on a {image_hw[0]}x{image_hw[1]} "
+                f"input fit several grids ({options}); pass the right one, e.g. --grid {found[0][0][0]}x"
+                f"{found[0][0][1]} (grid=(H, W) in Python)")
         raise UnsupportedModelError(
-            f"{where}: cannot infer the patch grid (no patch-embedding convolution found); "
-            "pass it explicitly, e.g. grid=(37, 37) in Python or --grid 37x37 on the command line"
-        )
+            f"{where}: cannot infer the patch grid (no patch-embedding convolution found"
+            + (f", and no square patch size turns the {image_hw[0]}x{image_hw[1]} input into {tokens} tokens"
+               if image_hw and None not in image_hw else "")
+            + "); pass it explicitly, e.g. grid=(37, 37) in Python or --grid 37x37 on the command line")
     prefix = tokens - grid[0] * grid[1]
     if prefix < 0:
         raise UnsupportedModelError(
             f"{where}: {tokens} tokens is fewer than the {grid[0]}x{grid[1]} patch grid; "
             "pass the right grid explicitly (grid=(H, W) / --grid HxW)"
         )
+    if given is not None and prefix > grid[0] * grid[1]:
+        raise UsageError(
+            f"{where}: the grid {grid[0]}x{grid[1]} leaves {prefix} of the {tokens} tokens off the grid (as class/"
+            "register tokens); that is not this model's patch grid: pass the right one (--grid HxW)")
     return grid, prefix
 
 

@@ -61,7 +61,7 @@ def test_images_in_lists_unreadable_files(tmp_path):
 
 
 def test_images_in_keeps_readable_ones(tmp_path):
-    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
-    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (32, 32)).save(tmp_path / "b.png")
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
     (tmp_path / "c.txt").write_text("skip me")
     assert [p.name for p in images_in(tmp_path)] == ["a.jpg", "b.png"]

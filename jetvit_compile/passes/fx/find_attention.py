@@ -203,6 +203,16 @@ def patch_grid(gm: fx.GraphModule) -> tuple[int, int] | None:
     return None
 
 
+def _image_hw(gm: fx.GraphModule) -> tuple[int, int] | None:
+    """(H, W) of the first 4-D input: what a grid is read from when no convolution makes it."""
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            shape = shape_of(n)
+            if shape and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
+                return int(shape[2]), int(shape[3])
+    return None
+
+
 def _has_rope(node: fx.Node) -> bool:
     return any(n.target in _ROPE_OPS for n in upstream(node, _PROJECTIONS))
 
@@ -211,7 +221,7 @@ def find_attention(gm: fx.GraphModule, grid: tuple[int, int] | None = None) -> t
     """All attention sites of ``gm`` in graph order, and the reasons for each structure refused."""
     sites: list[AttentionSite] = []
     refused: list[str] = []
-    inferred_grid = grid or patch_grid(gm)
+    conv_grid, image_hw = patch_grid(gm), _image_hw(gm)
     for node in gm.graph.nodes:
         if node.op != "call_function":
             continue
@@ -232,7 +242,7 @@ def find_attention(gm: fx.GraphModule, grid: tuple[int, int] | None = None) -> t
             continue
         b, h, n, d = qs
         where = f"attention site {len(sites)} ({node.name})"
-        site_grid, prefix = grid_and_prefix(n, inferred_grid, where)
+        site_grid, prefix = grid_and_prefix(n, grid, where, conv_grid=conv_grid, image_hw=image_hw)
         sites.append(AttentionSite(
             index=len(sites), name=node.name, form=form, num_heads=h, head_dim=d, tokens=n,
             num_prefix_tokens=prefix, grid=site_grid, scale=scale, has_rope=_has_rope(handles.q),

@@ -112,7 +112,10 @@ def find_attention(model: ir.Model | onnx.ModelProto,
             matches.append(result)
     if not matches:
         return [], refusals
-    grid = grid or patch_grid(ir_model.graph, shapes)
+    conv_grid = patch_grid(ir_model.graph, shapes)
+    image = next((v for v in ir_model.graph.inputs if v.name not in ir_model.graph.initializers
+                  and len(shapes(v) or ()) == 4), None)
+    image_hw = tuple(shapes(image)[2:]) if image is not None else None
     example = next(iter(ir_model.graph.inputs), None)
     sites = []
     for index, m in enumerate(matches):
@@ -124,7 +127,7 @@ def find_attention(model: ir.Model | onnx.ModelProto,
                 f"set concrete input shapes first, e.g. set_input_shapes(model, "
                 f"'{example.name if example else 'input'}:1x3x518x518')"
             )
-        site_grid, prefix = grid_and_prefix(m.tokens, grid, where)
+        site_grid, prefix = grid_and_prefix(m.tokens, grid, where, conv_grid=conv_grid, image_hw=image_hw)
         sites.append(AttentionSite(
             index=index, name=name, form=m.form, num_heads=m.heads, head_dim=m.head_dim,
             tokens=m.tokens, num_prefix_tokens=prefix, grid=site_grid, scale=m.scale,
