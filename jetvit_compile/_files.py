@@ -42,6 +42,9 @@ class atomic_write:
                 self._remove()
                 raise
         self._remove()
+        if isinstance(exc, OSError) and exc.filename is not None and os.fspath(exc.filename) == self.tmp:
+            # the user named the target, not our temp file: say the target (disk full, quota, ...)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.target)) from exc
 
     def _remove(self) -> None:
         if self.tmp is not None and os.path.lexists(self.tmp):

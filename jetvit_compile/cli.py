@@ -142,6 +142,11 @@ def main(ctx: click.Context, debug: bool) -> None:
 
     ctx.obj = {**(ctx.obj or {}), "debug": debug}
     terminate_as_exception()  # SIGTERM unwinds like Ctrl-C: finally blocks run, temp files go
+    if not debug:  # a warning is a line for the user, not a source location
+        import warnings
+
+        warnings.showwarning = lambda message, category, *args, **kwargs: click.echo(
+            f"warning: {' '.join(str(message).split())}", err=True)
 
 
 @main.command()
@@ -422,7 +427,7 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
     report = report or str(Path(output).with_name(Path(output).stem + "-report"))
     settings = SearchSettings(
         min_fidelity=min_fidelity, budget_ms=budget_ms, taps=taps,
-        variants=tuple(v for v in variants.split(",") if v.strip()) if variants else None, backend=backend,
+        variants=tuple(v for v in variants.split(",") if v.strip()) if variants is not None else None, backend=backend,
         profile=profile_path, force_profile=force, quantize=quantize, max_calibration=calib_images,
         max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations, transfer_steps=transfer_steps,
         distill_steps=distill_steps, train_shapes=train_shapes, device=device)

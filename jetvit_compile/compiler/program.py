@@ -50,12 +50,26 @@ def _gpu_build_without_gpu(settings: CompileSettings) -> bool:
     return parse_target(settings.tvm_target)["kind"] == "cuda" and not gpu_here()
 
 
+def _check_inputs(inputs, expected: tuple[torch.Tensor, ...]) -> None:
+    """``inputs`` as the program was exported to take them (a tuple of tensors of its shapes and dtypes)."""
+    want = ", ".join(f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in expected)
+    if not isinstance(inputs, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise UsageError(f"inputs must be a tuple of tensors ({want}), got {type(inputs).__name__}")
+    got = [(tuple(t.shape), t.dtype) for t in inputs]
+    if len(inputs) != len(expected) or got != [(tuple(t.shape), t.dtype) for t in expected]:
+        have = ", ".join(f"{list(s)} {str(d).removeprefix('torch.')}" for s, d in got)
+        raise UsageError(f"inputs are {have or 'empty'}; the program was exported for {want}: give inputs of "
+                         "that shape, or export the program at the size to compile")
+
+
 def compile_program(model, layout: Layout | str = "full", target: str = "auto",
                     inputs: tuple[torch.Tensor, ...] | None = None, settings: CompileSettings | None = None,
                     output: str | os.PathLike | None = None) -> CompileResult:
     """``model`` (a front-end ProgramModel) rewritten by ``layout``, lowered on ``target`` (``"auto"``: the first
     that works here), checked against the rewritten graph, saved into the folder ``output`` when given."""
     candidates = target_candidates(target)
+    if inputs is not None:
+        _check_inputs(inputs, model.example_inputs())
     if output is not None:
         check_output_folder(output, model.path)
     settings = settings or CompileSettings()

@@ -128,7 +128,7 @@ def onnx_student(model: ir.Model, layout: Layout | str, taps: Sequence[str] | No
     sites = sites_of(model)  # before the taps become graph outputs: a returned softmax hides its site
     outputs = expose_onnx_taps(model, taps) if taps else [model.graph.outputs[0].name]
     choices = layout.resolve(len(sites), architecture_fingerprint(sites))
-    check_all(sites, choices, layout.site_params)  # parameters from another model or layout: one clear error
+    check_all(sites, choices, layout.site_params, warn_untrained=False)  # parameters from another model or layout: one clear error
     learnable = _learnable_sites(sites, choices, layout)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

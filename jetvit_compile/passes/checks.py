@@ -1,6 +1,7 @@
 """Whether a site can take a choice: IR-neutral checks shared by the FX and ONNX rewrites."""
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -29,6 +30,15 @@ def check_choice(site: AttentionSite, choice: Choice, params: dict[str, torch.Te
                 f"left to the window (the site has {site.num_heads} heads; for all of them use full)")
     if choice.kind == "window" and choice.pool and choice.pool > max(site.grid):
         return f"pool cells of {choice.pool} are larger than the {site.grid[0]}x{site.grid[1]} patch grid"
+    gh, gw = site.grid
+    if choice.kind == "window" and choice.route and choice.pool:
+        cells = -(-gh // choice.pool) * -(-gw // choice.pool)
+        if choice.route > cells:
+            return (f"route:{choice.route} reads more cells than the {cells} pool:{choice.pool} cells of the {gh}x{gw} "
+                    f"patch grid; use route:{cells} or less")
+    if choice.kind == "window" and choice.global_tokens and choice.global_tokens > gh * gw:
+        return (f"global:{choice.global_tokens} is more tokens than the {gh}x{gw} patch grid has ({gh * gw}); "
+                f"use global:{gh * gw} or less")
     if choice.is_learned and params:
         misfit = _misfit(build_attention(choice, site).state_dict(), params)
         if misfit:
@@ -49,15 +59,35 @@ def _misfit(wanted: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> 
     return "; ".join(problems)
 
 
-def check_all(sites: list[AttentionSite], choices: list[Choice], params: Callable[[int], dict]) -> None:
-    """Raise one error listing every site that cannot take its choice (not just the first)."""
+def check_all(sites: list[AttentionSite], choices: list[Choice], params: Callable[[int], dict], *,
+              warn_untrained: bool = True) -> None:
+    """Raise one error listing every site that cannot take its choice (not just the first); warn once about
+    learned choices that have no parameters (they run at their init: linear:jetvit is then ReLU linear
+    attention exactly)."""
     problems: dict[str, list[int]] = {}
+    untrained: dict[str, list[int]] = {}
     for s, c in zip(sites, choices):
-        if reason := check_choice(s, c, params(s.index)):
+        given = params(s.index)
+        if reason := check_choice(s, c, given):
             problems.setdefault(reason, []).append(s.index)
+        elif c.is_learned and not given:
+            untrained.setdefault(str(c), []).append(s.index)
+    if untrained and warn_untrained:
+        warnings.warn("; ".join(f"{choice} at {_sites(ix)} has no learned parameters: it runs untrained, at its "
+                                f"init{_INIT.get(choice, '')}" for choice, ix in untrained.items())
+                      + " (train it first: jetvit-compile distill MODEL --layout L --calib PHOTOS -o L2.json)",
+                      UntrainedWarning, stacklevel=3)
     if problems:
         raise UsageError("layout does not fit the model: "
                          + "; ".join(f"{_sites(ix)}: {reason}" for reason, ix in problems.items()))
+
+
+class UntrainedWarning(UserWarning):
+    """A learned choice with no parameters: it runs at its documented init, not as trained."""
+
+
+_INIT = {"linear:jetvit": " (exactly ReLU linear attention, linear:relu)",
+         "linear:hedgehog": " (feature maps [softmax(x), softmax(-x)])"}
 
 
 def _sites(indices: list[int]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..errors import UsageError
 from ..layout import FULL, Choice, Layout, parse_choice
@@ -85,6 +85,63 @@ def base_from_measurement(profile: Profile, sites: Sequence[AttentionSite], full
                       f"measured {full_model_ms:.3g} ms of the whole model (base {base:.3g} ms); check that "
                       "both were measured with the same backend, threads and input size", stacklevel=2)
     return base
+
+
+UNSTABLE_SPREAD = 1.3  # p90 / median above this: the machine was busy while the block was timed
+UNSTABLE_MIN_MS = 1.0  # blocks faster than this jitter relatively more and weigh nothing in a layout's cost
+
+
+class InconsistentProfileError(UsageError):
+    """A profile whose timings cannot be trusted (measured on a busy machine) even after measuring again."""
+
+
+def _fix(profile: Profile) -> str:
+    return (f"re-measure it on a quiet machine: jetvit-compile profile MODEL --target {profile.backend} --force "
+            "(nothing else running)")
+
+
+def unstable_keys(profile: Profile, keys: Sequence[str]) -> list[str]:
+    """The entries among ``keys`` whose runs spread too far (p90 > UNSTABLE_SPREAD x median)."""
+    out = []
+    for key in dict.fromkeys(keys):
+        e = profile.entries.get(key)
+        if e and e["median_ms"] >= UNSTABLE_MIN_MS and e["p90_ms"] > UNSTABLE_SPREAD * e["median_ms"]:
+            out.append(key)
+    return out
+
+
+def settle_entries(profile: Profile, keys: Sequence[str], remeasure: Callable[[list[str]], None]) -> None:
+    """Measure the unstable entries among ``keys`` once more (``remeasure(keys)`` replaces them in
+    ``profile``); still unstable: an InconsistentProfileError with the fix."""
+    bad = unstable_keys(profile, keys)
+    if not bad:
+        return
+    remeasure(bad)
+    still = unstable_keys(profile, bad)
+    if still:
+        listed = ", ".join(f"{k} (p90 {profile.entries[k]['p90_ms']:.3g} ms, median "
+                           f"{profile.entries[k]['median_ms']:.3g} ms)" for k in still)
+        raise InconsistentProfileError(f"the {profile.backend} profile's timings spread too far to rank layouts, "
+                                       f"measured twice: {listed}; {_fix(profile)}")
+
+
+def settled_base(profile: Profile, sites: Sequence[AttentionSite], full_model_ms: Callable[[], float],
+                 remeasure: Callable[[list[str]], None]) -> float:
+    """:func:`base_from_measurement`, never negative: when the full-attention blocks add up to more than the
+    whole model (one of them timed on a busy machine), the blocks and the model are measured once more; still
+    so, an InconsistentProfileError with the fix (a search on a negative base ranks layouts by noise)."""
+    keys = [site_entry_key(s, FULL) for s in sites]
+    for attempt in range(2):
+        whole = full_model_ms()
+        blocks = sum(block_times(profile, sites, [FULL] * len(sites)))
+        if whole - blocks >= 0:
+            return whole - blocks
+        if attempt == 0:
+            remeasure(list(dict.fromkeys(keys)))
+    raise InconsistentProfileError(
+        f"the full-attention blocks of the {profile.backend} profile add up to {blocks:.3g} ms, more than the "
+        f"{whole:.3g} ms measured for the whole model, measured twice (the profile or the model was timed on a busy "
+        f"machine, or with other threads/backend); {_fix(profile)}")
 
 
 def flop_speedup_bound(tokens: int, width: int) -> float:

@@ -228,13 +228,13 @@ def profile_to_file(
     """Profile ``model`` and save it to ``path`` (default: :func:`default_profile_path`), reusing its entries.
 
     An existing file at ``path`` is extended (its entries are not measured again). One that cannot be
-    extended (another device or backend, not a profile, corrupted) is a UsageError unless ``force``,
-    which measures afresh and replaces it. ``kwargs`` go to :func:`profile_model`.
+    extended (another device or backend, not a profile, corrupted) is a UsageError unless ``force``;
+    ``force`` measures everything afresh and replaces the file (the fix for a profile timed on a busy machine). ``kwargs`` go to :func:`profile_model`.
     """
     check_backend(backend)
     target = Path(path) if path is not None else default_profile_path(backend)
     existing = None
-    if target.exists():
+    if target.exists() and not force:  # force: measured afresh (e.g. a profile timed on a busy machine)
         try:
             existing = Profile.load(target, force=False, backend=backend)
         except UsageError as e:

@@ -103,6 +103,9 @@ class Profile:
         return len(self.entries)
 
     def add(self, key: str, median_ms: float, p90_ms: float, runs: int) -> None:
+        problem = entry_problem({"median_ms": median_ms, "p90_ms": p90_ms, "runs": runs})
+        if problem:
+            raise UsageError(f"profile entry {key!r}: {problem}")
         self.entries[key] = {"median_ms": float(median_ms), "p90_ms": float(p90_ms), "runs": int(runs)}
 
     # -- JSON ---------------------------------------------------------------------------------------
@@ -148,10 +151,9 @@ class Profile:
             raise UsageError(f"{where}: \"entries\" is not a mapping; {_reprofile_hint(backend)}")
         clean: dict[str, dict[str, Any]] = {}
         for key, entry in entries.items():
-            if not (isinstance(entry, dict) and all(f in entry for f in ENTRY_FIELDS)
-                    and all(_finite(entry[f]) for f in ENTRY_FIELDS)):
-                raise UsageError(f"{where}: entry {key!r} needs numbers {', '.join(ENTRY_FIELDS)}; "
-                                 f"{_reprofile_hint(backend)}")
+            problem = entry_problem(entry)
+            if problem:
+                raise UsageError(f"{where}: entry {key!r}: {problem}; {_reprofile_hint(backend)}")
             clean[key] = {"median_ms": float(entry["median_ms"]), "p90_ms": float(entry["p90_ms"]),
                           "runs": int(entry["runs"])}
         settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}
@@ -198,6 +200,21 @@ class Profile:
         if diffs:
             warnings.warn(f"{where} was measured on this device with other library versions ({'; '.join(diffs)}); "
                           f"timings may have shifted, {_reprofile_hint(self.backend)} to refresh them", stacklevel=3)
+
+
+def entry_problem(entry: Any) -> str | None:
+    """Why ``entry`` is not a measurement (times finite and >= 0, p90 not under the median, runs >= 1), or None."""
+    if not (isinstance(entry, dict) and all(f in entry for f in ENTRY_FIELDS)
+            and all(_finite(entry[f]) for f in ENTRY_FIELDS)):
+        return f"needs numbers {', '.join(ENTRY_FIELDS)}, finite"
+    median, p90, runs = entry["median_ms"], entry["p90_ms"], entry["runs"]
+    if median < 0 or p90 < 0:
+        return f"a latency cannot be negative (median {median} ms, p90 {p90} ms)"
+    if p90 < median:
+        return f"p90 {p90} ms is under the median {median} ms, which no measurement gives"
+    if runs < 1 or runs != int(runs):
+        return f"runs must be a whole number of at least 1, got {runs}"
+    return None
 
 
 def _finite(x: Any) -> bool:

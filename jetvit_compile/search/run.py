@@ -21,9 +21,9 @@ from ..layout import FULL, Choice, Layout, parse_choice
 from ..measure.fidelity import compare
 from ..measure.timing import interleaved
 from ..passes.checks import check_choice
-from ..profiles.cost_model import base_from_measurement, block_times, predict
-from ..profiles.measure import profile_to_file
-from ..profiles.profile import Profile
+from ..profiles.cost_model import base_from_measurement, block_times, predict, settle_entries, settled_base
+from ..profiles.measure import profile_sites, profile_to_file
+from ..profiles.profile import Profile, default_profile_path, site_entry_key
 from .. import calibration
 from .beam import beam_search, check_constraints, meets_constraints
 from .head_trim import trim_full_heads, with_trimmed_heads
@@ -68,8 +68,20 @@ def _profile(sites, ladder, backend: str, path, force: bool, progress: bool) -> 
         for c in variants:
             block_times(profile, sites, [c] * len(sites))
         return profile
-    profile, _ = profile_to_file(sites, backend, path, force=False, variants=variants, progress=progress)
+    profile, target = profile_to_file(sites, backend, path, force=False, variants=variants, progress=progress)
+    settle_entries(profile, [site_entry_key(s, c) for s in sites for c in variants], _remeasure(profile, sites, target))
     return profile
+
+
+def _remeasure(profile: Profile, sites, target):
+    """``remeasure(keys)``: those entries of ``profile`` measured again at ``sites``, and the file updated."""
+    def remeasure(keys: list[str]) -> None:
+        variants = {k.split("/", 1)[0]: parse_choice(k.split("/", 1)[0]) for k in keys}
+        for k in keys:
+            profile.entries.pop(k, None)
+        profile_sites(sites, list(variants.values()), profile.backend, profile=profile, progress=False)
+        profile.save(target)
+    return remeasure
 
 
 def _cost_notes(ladder: list[Choice], profile: Profile, sites) -> list[str]:
@@ -156,7 +168,13 @@ def search(
     all_full = Layout(choices=[FULL] * len(sites))
     original_ms = interleaved([vit.timed_runner(all_full, backend, held_images[0], quantize)],
                               repeat=s.repeat)[0].median_ms
-    base_ms = base_from_measurement(prof, sites, original_ms)
+    if s.force_profile and s.profile is not None:  # another device's profile, as it is: nothing re-measured
+        base_ms = base_from_measurement(prof, sites, original_ms)
+    else:  # never on a negative base: blocks timed on a busy machine are measured again, or refused
+        timings = iter([original_ms])
+        base_ms = settled_base(prof, sites, lambda: next(timings, None) or interleaved(
+            [vit.timed_runner(all_full, backend, held_images[0], quantize)], repeat=s.repeat)[0].median_ms,
+            _remeasure(prof, sites, s.profile or default_profile_path(backend)))
     reference = evaluator.outputs(None, calib_images)
     fidelity_cache: dict[str, float] = {}
 

@@ -53,6 +53,25 @@ class SearchSettings:
             object.__setattr__(self, "variants", tuple(self.variants))
         if self.profile is not None:
             object.__setattr__(self, "profile", str(self.profile))
+        self._check()
+
+    def _check(self) -> None:
+        """Values no search can mean, refused when the settings are made (before any model runs)."""
+        import math
+
+        problems = []
+        f = self.min_fidelity
+        if f is not None and (isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1):
+            problems.append(f"--min-fidelity is a Pearson correlation the layout must keep, above 0 and at most 1 "
+                            f"(0 or less is met by any layout, even one that keeps nothing); got {f!r}")
+        b = self.budget_ms
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0):
+            problems.append(f"--budget is a latency in milliseconds, finite and above 0; got {b!r}")
+        if self.variants is not None and not [v for v in self.variants if str(v).strip()]:
+            problems.append("--variants is empty; give at least two choices, cheapest first (e.g. window:14,full), "
+                            "or leave it out for the default ladder")
+        if problems:
+            raise UsageError("; ".join(problems))
 
     @classmethod
     def fields(cls) -> list[str]:
