@@ -99,7 +99,8 @@ def check_not_an_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLik
         for target in targets:
             what = "" if target == out else f" (its {target.suffix} file {target})"
             if same_file(target, src):
-                raise UsageError(f"output {out}{what} is the input {src}; write the result to another file")
+                kind = "model " if src.suffix.lower() in (".onnx", ".pt2") else ""
+                raise UsageError(f"output {out}{what} is the input {kind}{src}; write the result to another file")
             if src.is_dir() and _inside(target, src):
                 raise UsageError(f"output {out}{what} is inside the input folder {src}; write it elsewhere")
             if target.is_dir() and src.exists() and _inside(src, target):
