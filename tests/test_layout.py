@@ -128,3 +128,11 @@ def test_choice_help_names_every_learned_choice():
         parse_choice("linear:softmax")
     for name in ("linear:hedgehog", "+learned", "linear:jetvit"):
         assert name in str(err.value)
+
+
+def test_compact_counts_runs_of_one_choice():
+    from jetvit_compile.layout import compact
+
+    layout = Layout.parse("window:15+pool:4;full@2;linear:hedgehog@4,5")
+    assert compact(layout.resolve(7)) == "window:15+pool:4 x2 | full | window:15+pool:4 | linear:hedgehog x2 | window:15+pool:4"
+    assert compact(["full"]) == "full"

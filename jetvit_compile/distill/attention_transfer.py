@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from ..attention import HedgehogAttention, build_attention
 from ..errors import UsageError
 from ..layout import Choice, parse_choice
 from ..measure.fidelity import pearson
+from ..progress import progress_bar
 from .captures import CaptureStore
 
 
@@ -105,7 +105,7 @@ def attention_transfer(
         folder.mkdir(parents=True, exist_ok=True)
     todo = sum(settings.steps for i in indices for c in choices
                if c.is_learned and not (folder and _checkpoint_file(folder, i, c).is_file()))
-    bar = _bar(todo, progress)
+    bar = progress_bar(todo, progress, "attention transfer")
     params: dict[str, dict[str, torch.Tensor]] = {str(c): {} for c in choices}
     rows = []
     try:
@@ -168,8 +168,7 @@ def _train_one(captures: CaptureStore, index: int, choice: Choice, data: dict[st
             loss = _loss(block, batch, _queries(site, settings.queries, gen), site.scale, settings.weight_loss)
             loss.backward()
             opt.step()
-            bar.set_postfix_str(f"site {index} {choice}: loss {loss.item():.4g}")
-            bar.update(1)
+            bar.step(f"site {index} {choice}: loss {loss.item():.4g}")
         state = {k: v.detach().clone() for k, v in block.state_dict().items()}
     after = _evaluate(block, captures, index, held_out) if choice.is_learned else before
     return state, SiteTransfer(index, str(choice), before[0], after[0], before[1], after[1])
@@ -241,37 +240,3 @@ def _read_checkpoint(folder: Path, index: int, choice: Choice, key: str):
         state = {k: f.get_tensor(k) for k in f.keys()}
     row = SiteTransfer(**{**json.loads(meta["row"]), "resumed": True})
     return state, row
-
-
-# -- progress ----------------------------------------------------------------------------------------------
-class _NoBar:
-    def update(self, n: int) -> None: ...
-
-    def set_postfix_str(self, text: str) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class _LineBar(_NoBar):
-    """Without tqdm: a line on stderr every tenth of the way."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.text = total, 0, ""
-
-    def update(self, n: int) -> None:
-        before, self.done = self.done, self.done + n
-        if self.done * 10 // self.total > before * 10 // self.total:
-            print(f"attention transfer {self.done}/{self.total} steps: {self.text}", file=sys.stderr)
-
-    def set_postfix_str(self, text: str) -> None:
-        self.text = text
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled or total == 0:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _LineBar(total)
-    return tqdm(total=total, desc="attention transfer", unit="step", file=sys.stderr, dynamic_ncols=True)

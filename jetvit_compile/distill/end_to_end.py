@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import sys
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..errors import UsageError
 from ..images import load_image
 from ..layout import Layout
 from ..measure.fidelity import Fidelity, compare
+from ..progress import progress_bar
 from ..sites import architecture_fingerprint
 from . import end_to_end_checkpoint as ckpt
 from .data_parallel import World, device_for, world_for
@@ -118,7 +118,7 @@ def distill_end_to_end(
         if test is not None:
             before.update(dataclasses.asdict(_fidelity(student, test, world)))
 
-    bar = _bar(settings.steps - start, progress and world.is_main)
+    bar = progress_bar(settings.steps - start, progress and world.is_main, "distilling")
     try:
         for step in range(start, settings.steps):
             optimizer.zero_grad(set_to_none=False)
@@ -131,7 +131,7 @@ def distill_end_to_end(
             world.sum_gradients_(params)
             optimizer.step()
             curve.append(float(world.all_reduce_sum_(total.to(device)).item()) / len(batch))
-            bar.update(curve[-1])
+            bar.step(f"loss {curve[-1]:.4f}")
             done = step + 1
             if path is not None and world.is_main and (done % settings.checkpoint_every == 0 or done == settings.steps):
                 ckpt.save(path, run, ckpt.TrainingState(done, student.params(), optimizer.state_dict(), curve, before))
@@ -234,45 +234,3 @@ def _run_key(student: Student, train: _Photos, test: _Photos | None, settings: E
             "layout": str(student.layout), "taps": list(student.taps), "start": f"{start:08x}",
             "photos": train.identity(), "held_out": test.identity() if test else [], "lr": settings.lr,
             "batch": settings.batch, "seed": settings.seed}
-
-
-class _LineBar:
-    def __init__(self, total: int):
-        self.total, self.n = total, 0
-
-    def update(self, loss: float) -> None:
-        self.n += 1
-        sys.stderr.write(f"\rdistilling: step {self.n}/{self.total} loss {loss:.4f}\x1b[K")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.total:
-            sys.stderr.write("\n")
-
-
-class _TqdmBar:
-    def __init__(self, total: int):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc="distilling", unit="step", file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, loss: float) -> None:
-        self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class _NoBar:
-    def update(self, loss: float) -> None: ...
-    def close(self) -> None: ...
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled or total <= 0:
-        return _NoBar()
-    try:
-        return _TqdmBar(total)
-    except ImportError:
-        return _LineBar(total)

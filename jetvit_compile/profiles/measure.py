@@ -8,7 +8,6 @@ Backends: ``torch`` runs the reference module of ``attention/`` (on CUDA when to
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -18,6 +17,7 @@ from .._onnxruntime import CPU_EP, cpu_session, onnxruntime
 from ..errors import UnsupportedModelError, UsageError
 from ..layout import Choice, parse_choice
 from ..measure.timing import measure
+from ..progress import progress_bar
 from ..passes.onnx.pipeline import ONNXRUNTIME, PORTABLE, OnnxLowering
 from ..sites import AttentionSite
 from .device import device_key
@@ -88,40 +88,6 @@ def _ort_runner(site: AttentionSite, choice: Choice) -> Callable[[], object]:
 _RUNNERS = {"torch": _torch_runner, "onnxruntime": _ort_runner}
 
 
-class _LineBar:
-    """A plain progress line on stderr (when tqdm is not installed)."""
-
-    def __init__(self, total: int, desc: str):
-        self.total, self.desc, self.n = total, desc, 0
-
-    def set_postfix_str(self, text: str) -> None:
-        sys.stderr.write(f"\r{self.desc}: {self.n}/{self.total} {text}\x1b[K")
-        sys.stderr.flush()
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-
-    def close(self) -> None:
-        sys.stderr.write(f"\r{self.desc}: {self.n}/{self.total} done\x1b[K\n")
-        sys.stderr.flush()
-
-
-class _NoBar:
-    def set_postfix_str(self, text: str) -> None: ...
-    def update(self, n: int = 1) -> None: ...
-    def close(self) -> None: ...
-
-
-def _bar(total: int, enabled: bool, desc: str):
-    if not enabled or total == 0:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _LineBar(total, desc)
-    return tqdm(total=total, desc=desc, unit="block", file=sys.stderr, dynamic_ncols=True)
-
-
 def _choices(variants: Iterable[Choice | str]) -> list[Choice]:
     out: list[Choice] = []
     for v in variants:
@@ -185,13 +151,12 @@ def profile_sites(
             else:
                 todo.append((key, site, choice))
     runner = _RUNNERS[backend]
-    bar = _bar(len(todo), progress, f"profiling {backend}")
+    bar = progress_bar(len(todo), progress, f"profiling {backend}", "block")
     try:
         for key, site, choice in todo:
-            bar.set_postfix_str(key)
             latency = measure(runner(site, choice), repeat=repeat, warmup=warmup)
             profile.add(key, latency.median_s * 1e3, latency.p90_s * 1e3, latency.runs)
-            bar.update(1)
+            bar.step(key)
     finally:
         bar.close()
     profile.run_summary = {"measured": len(todo), "reused": reused, "skipped": skipped}

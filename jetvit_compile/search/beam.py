@@ -22,7 +22,7 @@ import math
 from typing import Callable, Sequence
 
 from ..errors import UsageError
-from ..layout import Choice
+from ..layout import Choice, compact
 
 State = tuple[int, ...]  # rung index per site
 
@@ -105,7 +105,7 @@ def beam_search(
             order.append(seen[state])
             if progress:
                 e = seen[state]
-                progress(f"step {step}: {','.join(e.choices)} fidelity {e.fidelity:.4f}, {e.predicted_ms:.1f} ms")
+                progress(f"step {step}: {compact(e.choices)}  fidelity {e.fidelity:.4f}, {e.predicted_ms:.1f} ms")
         return seen[state]
 
     def meets(e: Evaluated) -> bool:

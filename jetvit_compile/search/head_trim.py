@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Sequence
 
-from ..layout import FULL, Choice
+from ..layout import FULL, Choice, compact
 from .beam import Evaluated, SearchResult
 
 
@@ -37,7 +37,7 @@ def trim_full_heads(
         e = Evaluated(tuple(map(str, candidate)), float(score(candidate)), float(cost(candidate)), step)
         tried.append(e)
         if progress:
-            progress(f"heads: {','.join(e.choices)} fidelity {e.fidelity:.4f}, {e.predicted_ms:.1f} ms")
+            progress(f"heads: {compact(e.choices)}  fidelity {e.fidelity:.4f}, {e.predicted_ms:.1f} ms")
         return e
 
     def with_site(i: int, heads: Sequence[int]) -> list[Choice]:

@@ -31,6 +31,7 @@ from .learned_stages import learned_rungs, stage1, stage2, with_params
 from .outcome import SearchOutcome, baseline_key
 from .report import write_report
 from .settings import SearchSettings, settings_from
+from ..progress import progress_bar
 
 # cheapest first; window with pooled global keys is the variant that keeps this model's global decisions;
 # reading each window's most attended cells token by token (route) and the tokens the whole image attends
@@ -97,6 +98,17 @@ def _cost_notes(ladder: list[Choice], profile: Profile, sites) -> list[str]:
     return notes
 
 
+def _better(a: tuple[float, float], b: tuple[float, float], min_fidelity: float | None, budget_ms: float | None) -> bool:
+    """Whether layout ``a`` (fidelity, predicted ms) is a better find than ``b`` for the target: among those that
+    meet it the cheaper (fidelity target) or the more faithful (budget), else the one closer to it."""
+    meets_a, meets_b = (meets_constraints(f, ms, min_fidelity, budget_ms) for f, ms in (a, b))
+    if meets_a != meets_b:
+        return meets_a
+    if min_fidelity is not None and meets_a:
+        return a[1] < b[1]
+    return a[0] > b[0]
+
+
 def held_out_note(min_fidelity: float | None, calibration: float, held_out: float, n_calibration: int) -> str | None:
     """A warning when the layout met the target on the calibration photos but not on the held-out ones."""
     if min_fidelity is None or calibration < min_fidelity or held_out >= min_fidelity:
@@ -130,6 +142,7 @@ def search(
     s = settings_from(settings, overrides)
     progress, quantize = s.progress, s.quantize
     say = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
+    log = say if s.verbose else (lambda m: None)  # the step log; otherwise one bar
     check_constraints(s.min_fidelity, s.budget_ms)
     out_path = None
     sources = [p for p in (model if isinstance(model, (str, os.PathLike)) else None, s.profile) if p is not None]
@@ -178,10 +191,18 @@ def search(
     reference = evaluator.outputs(None, calib_images)
     fidelity_cache: dict[str, float] = {}
 
+    bar = progress_bar(s.max_evaluations + len(sites) * (len(ladder) - 1), progress and not s.verbose, "search",
+                       "layout")
+    best_so_far: list[tuple[float, float]] = []  # (fidelity, predicted ms) of the best layout scored so far
+
     def score(choices: list[Choice]) -> float:
         key = ",".join(map(str, choices))
         if key not in fidelity_cache:
             fidelity_cache[key] = compare(reference, evaluator.outputs(with_params(choices, transfer), calib_images)).pearson
+            point = (fidelity_cache[key], cost(choices))
+            if not best_so_far or _better(point, best_so_far[0], s.min_fidelity, s.budget_ms):
+                best_so_far[:] = [point]
+            bar.step(f"best {best_so_far[0][0]:.4f} at {best_so_far[0][1]:.0f} ms")
         return fidelity_cache[key]
 
     def cost(choices: list[Choice]) -> float:
@@ -190,9 +211,9 @@ def search(
     sensitivity: dict[str, list[float]] = {}
     for v in ladder[:-1]:  # the rungs a site can leave: each site alone on v, the rest full
         sensitivity[str(v)] = [score([v if j == i else FULL for j in range(len(sites))]) for i in range(len(sites))]
-        say(f"search: sensitivity of each site to {v}: " + " ".join(f"{x:.3f}" for x in sensitivity[str(v)]))
+        log(f"search: sensitivity of each site to {v}: " + " ".join(f"{x:.3f}" for x in sensitivity[str(v)]))
     result = beam_search(len(sites), ladder, score, cost, s.min_fidelity, s.budget_ms, s.beam, s.max_evaluations,
-                         progress=say if progress else None,
+                         progress=log if s.verbose else None,
                          priority=lambda i, rung: 1 - sensitivity.get(str(ladder[rung]), [1.0] * len(sites))[i],
                          moves_per_layout=s.moves_per_layout)
     best = [parse_choice(c) for c in result.best.choices]
@@ -202,8 +223,9 @@ def search(
             lambda f, ms: meets_constraints(f, ms, s.min_fidelity, s.budget_ms),
             step=max(e.step for e in result.evaluated) + 1,
             max_evaluations=max(0, s.max_evaluations - len(result.evaluated)),
-            progress=say if progress else None)
+            progress=log if s.verbose else None)
         result = with_trimmed_heads(result, trimmed, tried)
+    bar.close()
     say(("search: " if result.reached else "search: warning: ") + result.message)
     layout = with_params([parse_choice(c) for c in result.best.choices], transfer, vit.fingerprint)
     distilled = stage2(vit, layout, calib_paths, s, stage_folder / "stage2.safetensors" if stage_folder else None)

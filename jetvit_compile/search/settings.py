@@ -45,7 +45,8 @@ class SearchSettings:
     train_shapes: str | None = None  # stage 2 at another input size (ONNX files: NAME:1x3xHxW)
     device: str = "cpu"  # where the learned stages train
     seed: int = 0
-    progress: bool = True
+    progress: bool = True  # one progress bar (best fidelity and predicted ms so far) and the notes, on stderr
+    verbose: bool = False  # every step of the search instead of the bar
 
     def __post_init__(self) -> None:  # lists given by callers become tuples: the settings stay hashable
         object.__setattr__(self, "taps", tuple(self.taps or ()))
