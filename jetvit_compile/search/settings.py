@@ -62,9 +62,11 @@ class SearchSettings:
 
         problems = []
         f = self.min_fidelity
-        if f is not None and (isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1):
-            problems.append(f"--min-fidelity is a Pearson correlation the layout must keep, above 0 and at most 1 "
-                            f"(0 or less is met by any layout, even one that keeps nothing); got {f!r}")
+        if f is not None and (isinstance(f, bool) or not isinstance(f, (int, float)) or not -1 <= f <= 1):
+            problems.append(f"--min-fidelity is a Pearson correlation, between -1 and 1; got {f!r}")
+        elif f is not None and f <= 0:
+            problems.append(f"--min-fidelity {f} is met by any layout, even one that keeps nothing of the output "
+                            "(a correlation of 0 or less); give a target above 0, e.g. 0.98")
         b = self.budget_ms
         if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0):
             problems.append(f"--budget is a latency in milliseconds, finite and above 0; got {b!r}")
