@@ -13,7 +13,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-from jetvit_compile.errors import UnsupportedModelError
+from jetvit_compile.errors import UnsupportedModelError, UsageError
 from jetvit_compile.passes.onnx import find_attention, make_hw_symbolic, set_input_shapes
 from jetvit_compile.sites import architecture_fingerprint
 
@@ -204,10 +204,12 @@ def test_all_zero_mask_is_no_mask(make_tiny_vit):
 
 
 def test_grid_override_and_missing_grid(make_tiny_vit):
-    sites, _ = find_attention(make_tiny_vit(), grid=(2, 8))
-    assert (sites[0].grid, sites[0].num_prefix_tokens) == ((2, 8), 1)
+    sites, _ = find_attention(make_tiny_vit(), grid=(4, 4))  # what the patch conv makes: accepted
+    assert (sites[0].grid, sites[0].num_prefix_tokens) == ((4, 4), 1)
+    with pytest.raises(UsageError, match="contradicts"):  # issue 18: a grid against the conv is refused
+        find_attention(make_tiny_vit(), grid=(2, 8))
     with pytest.raises(UnsupportedModelError, match="fewer than"):
-        find_attention(make_tiny_vit(), grid=(5, 5))
+        find_attention(make_tiny_vit(patch_conv=False), grid=(5, 5))
     with pytest.raises(UnsupportedModelError, match="grid="):
         find_attention(make_tiny_vit(patch_conv=False))
     sites, _ = find_attention(make_tiny_vit(patch_conv=False), grid=(4, 4))
