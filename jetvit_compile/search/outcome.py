@@ -39,6 +39,8 @@ class SearchOutcome:
     notes: list[str]
     taps: list[str] = dataclasses.field(default_factory=list)  # what fidelity is judged on; empty: the first output
     quantize: str | None = None  # every layout ran with its linear layers so quantized (ONNX)
+    validation: dict[str, float] = dataclasses.field(default_factory=dict)  # layout -> fidelity on validation photos
+    validation_photos: list[str] = dataclasses.field(default_factory=list)
     transfer: TransferResult | None = None  # stage 1 (learned rungs): per site and rung, held-out block losses
     distilled: DistillResult | None = None  # stage 2 of the chosen layout: losses and the loss curve
     layout_path: Path | None = None

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from .._files import atomic_write
+from ..layout import compact
 
 
 def _pareto(points: list[tuple[float, float]]) -> list[int]:
@@ -100,6 +101,9 @@ def _markdown(outcome, pareto_png: str, heat_png: str) -> str:
            else "first output."),
         f"Calibration photos ({len(outcome.calibration)}): {', '.join(outcome.calibration)}.",
         f"Held-out photos ({len(outcome.held_out_photos)}, never seen by the search): {', '.join(outcome.held_out_photos)}.",
+        *([f"Validation photos ({len(outcome.validation_photos)}, the found layout checked on them, never scored on): "
+           + "; ".join(f"{compact(k.split(','))} {v:.4f}" for k, v in outcome.validation.items()) + "."]
+          if outcome.validation else []),
         *[f"{n}" for n in outcome.notes],
         "",
         "## Result on held-out photos",

@@ -98,6 +98,15 @@ def _cost_notes(ladder: list[Choice], profile: Profile, sites) -> list[str]:
     return notes
 
 
+def _split(paths: list[Path], s: SearchSettings) -> tuple[list[Path], list[Path], list[Path]]:
+    """(calibration, validation, held-out) photos: the held-out side as ``calibration.split`` cuts it whatever
+    the counts; the validation photos follow the calibration photos on the other side."""
+    want = None if s.max_calibration is None else s.max_calibration + s.validation
+    side, held = calibration.split(paths, s.held_out, s.seed, want, s.max_held_out)
+    n = s.max_calibration if s.max_calibration is not None else max(calibration.MIN_PER_SIDE, len(side) - s.validation)
+    return side[:n], side[n:n + s.validation], held
+
+
 def _better(a: tuple[float, float], b: tuple[float, float], min_fidelity: float | None, budget_ms: float | None) -> bool:
     """Whether layout ``a`` (fidelity, predicted ms) is a better find than ``b`` for the target: among those that
     meet it the cheaper (fidelity target) or the more faithful (budget), else the one closer to it."""
@@ -153,7 +162,7 @@ def search(
     if report is not None and Path(report).exists() and not Path(report).is_dir():
         raise UsageError(f"report folder {report} is a file; give a folder for the report")
     paths = images_in(calib)
-    calib_paths, held_paths = calibration.split(paths, s.held_out, s.seed, s.max_calibration, s.max_held_out)
+    calib_paths, validation_paths, held_paths = _split(paths, s)
     vit: ViTModel = open_model(model, input_shapes)
     evaluator = vit.evaluator(s.taps, quantize)
     backend = s.backend or vit.default_backend
@@ -212,19 +221,43 @@ def search(
     for v in ladder[:-1]:  # the rungs a site can leave: each site alone on v, the rest full
         sensitivity[str(v)] = [score([v if j == i else FULL for j in range(len(sites))]) for i in range(len(sites))]
         log(f"search: sensitivity of each site to {v}: " + " ".join(f"{x:.3f}" for x in sensitivity[str(v)]))
-    result = beam_search(len(sites), ladder, score, cost, s.min_fidelity, s.budget_ms, s.beam, s.max_evaluations,
-                         progress=log if s.verbose else None,
-                         priority=lambda i, rung: 1 - sensitivity.get(str(ladder[rung]), [1.0] * len(sites))[i],
-                         moves_per_layout=s.moves_per_layout)
-    best = [parse_choice(c) for c in result.best.choices]
-    if result.reached and s.min_fidelity is not None and FULL in best and ladder[-2].kind == "window":
-        trimmed, tried = trim_full_heads(
-            best, ladder[-2], [s.num_heads for s in sites], score, cost,
-            lambda f, ms: meets_constraints(f, ms, s.min_fidelity, s.budget_ms),
-            step=max(e.step for e in result.evaluated) + 1,
-            max_evaluations=max(0, s.max_evaluations - len(result.evaluated)),
-            progress=log if s.verbose else None)
-        result = with_trimmed_heads(result, trimmed, tried)
+    def find(min_fidelity: float | None):
+        """The beam search, then the head trim of the sites it kept full, for ``min_fidelity``."""
+        result = beam_search(len(sites), ladder, score, cost, min_fidelity, s.budget_ms, s.beam, s.max_evaluations,
+                             progress=log if s.verbose else None,
+                             priority=lambda i, rung: 1 - sensitivity.get(str(ladder[rung]), [1.0] * len(sites))[i],
+                             moves_per_layout=s.moves_per_layout)
+        best = [parse_choice(c) for c in result.best.choices]
+        if result.reached and min_fidelity is not None and FULL in best and ladder[-2].kind == "window":
+            trimmed, tried = trim_full_heads(
+                best, ladder[-2], [s.num_heads for s in sites], score, cost,
+                lambda f, ms: meets_constraints(f, ms, min_fidelity, s.budget_ms),
+                step=max(e.step for e in result.evaluated) + 1,
+                max_evaluations=max(0, s.max_evaluations - len(result.evaluated)),
+                progress=log if s.verbose else None)
+            result = with_trimmed_heads(result, trimmed, tried)
+        return result
+
+    result = find(s.min_fidelity)
+    # the calibration score flatters the layout it was chosen by: check it on validation photos, and when it
+    # misses the target there, search again for the target raised by the gap (once)
+    validation: dict[str, float] = {}
+    if s.min_fidelity is not None and result.reached and len(validation_paths) >= 2:
+        val_images = calibration.load(validation_paths, vit.input_size)
+        val_ref = evaluator.outputs(None, val_images)
+
+        def validate(choices) -> float:
+            return compare(val_ref, evaluator.outputs(with_params([parse_choice(c) for c in choices], transfer),
+                                                      val_images)).pearson
+        validation[",".join(result.best.choices)] = found = validate(result.best.choices)
+        if found < s.min_fidelity:
+            raised = min(1.0, 2 * s.min_fidelity - found)
+            notes.append(f"validation: the layout found keeps {result.best.fidelity:.4f} on the {len(calib_paths)} "
+                         f"calibration photos but {found:.4f} on {len(validation_paths)} validation photos; searched "
+                         f"again for {raised:.4f} on the calibration photos (the target raised by the gap)")
+            say("search: " + notes[-1])
+            result = find(raised)
+            validation[",".join(result.best.choices)] = validate(result.best.choices)
     bar.close()
     say(("search: " if result.reached else "search: warning: ") + result.message)
     layout = with_params([parse_choice(c) for c in result.best.choices], transfer, vit.fingerprint)
@@ -261,7 +294,8 @@ def search(
         layout=layout, result=result, sensitivity=sensitivity, held_out=held,
         measured_ms=measured, predicted_ms=predicted, quantize=quantize,
         backend=backend, calibration=[p.name for p in calib_paths], held_out_photos=[p.name for p in held_paths],
-        notes=notes, taps=list(evaluator.taps), transfer=transfer, distilled=distilled)
+        notes=notes, taps=list(evaluator.taps), transfer=transfer, distilled=distilled, validation=validation,
+        validation_photos=[p.name for p in validation_paths])
     if out_path is not None:
         outcome.layout_path = layout.save(out_path)
     if report is not None:

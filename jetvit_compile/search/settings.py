@@ -19,7 +19,9 @@ class SearchSettings:
     measured on; ``profile`` a profile file to use and extend (``force_profile``: one from another device, as is).
     ``quantize="int8"`` (ONNX files): every layout scored, judged and timed with its linear layers in int8.
     ``held_out``: the share of the photos set aside to judge the result; ``max_calibration`` /
-    ``max_held_out`` cap each side. ``beam``, ``moves_per_layout``, ``max_evaluations``: the beam search's
+    ``max_held_out`` cap each side. ``validation`` photos (from the calibration side, never scored on) check
+    the layout found: when it misses ``min_fidelity`` there, the search runs again with the target raised by
+    the gap, and says so. ``beam``, ``moves_per_layout``, ``max_evaluations``: the beam search's
     width and effort. ``repeat``: timed runs per measured model (median). Learned rungs (``linear:hedgehog``,
     ``linear:jetvit``, ``+learned`` windows) are trained first (stage 1, ``transfer_steps``) and the chosen layout
     distilled end to end (stage 2, ``distill_steps``; 0: skip), on the calibration photos only.
@@ -35,6 +37,7 @@ class SearchSettings:
     quantize: str | None = None
     held_out: float = 0.5
     max_calibration: int | None = 4
+    validation: int = 4  # calibration-side photos that check the found layout; a gap raises the target once
     max_held_out: int | None = 8
     beam: int = 2
     moves_per_layout: int | None = 4
