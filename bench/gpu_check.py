@@ -73,7 +73,8 @@ def layouts(spec: ModelSpec, size: tuple[int, int], depth: int) -> dict[str, str
     window = ladder[0].split("+")[0]
     full = "full@" + ",".join(map(str, spec.full_blocks))
     odd = ",".join(str(i) for i in range(1, depth, 2) if i not in spec.full_blocks)
-    return {"original": "full", "searched-style": f"{ladder[1]};{full}", "pooled": f"{ladder[0]};{full}",
+    routed = ladder[1] if ladder[1] != "full" else ladder[0]  # a small grid has no room for routed cells
+    return {"original": "full", "searched-style": f"{routed};{full}", "pooled": f"{ladder[0]};{full}",
             "jetvit/window": f"linear:jetvit;{window}@{odd};{full}" if odd else f"linear:jetvit;{full}"}
 
 

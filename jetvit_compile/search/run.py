@@ -39,13 +39,19 @@ from ..progress import progress_bar
 # reaches"); linear:jetvit needs attention transfer and is opt-in.
 DEFAULT_POOL = 4
 DEFAULT_RUNGS = ("", "+route:8", "+route:8+global:128", "+route:32+global:128")  # after window:W+pool:4; then full
+DEFAULT_RUNG_SIZES = ((0, 0), (8, 0), (8, 128), (32, 128))  # (routed cells, global tokens) each rung reads
 
 
 def default_variants(grid: tuple[int, int] | None) -> list[str]:
     """The default ladder, with W the window that tiles ``grid`` with the least padding
     (attention.tiling_window: a 37x37 grid, 518 px: 19; 74x74, 1036 px: 15; no grid known: 14)."""
     w = tiling_window(grid) if grid else 14
-    return [f"window:{w}+pool:{DEFAULT_POOL}{rung}" for rung in DEFAULT_RUNGS] + ["full"]
+    ladder = [f"window:{w}+pool:{DEFAULT_POOL}{rung}" for rung in DEFAULT_RUNGS]
+    if grid:  # a small grid has fewer pooled cells and tokens than a rung reads: those rungs cannot run there
+        cells = -(-grid[0] // DEFAULT_POOL) * -(-grid[1] // DEFAULT_POOL)
+        ladder = [v for v, (route, tokens) in zip(ladder, DEFAULT_RUNG_SIZES)
+                  if route <= cells and tokens <= grid[0] * grid[1]]
+    return ladder + ["full"]
 
 
 def _ladder(variants: Sequence[str | Choice], sites) -> list[Choice]:
