@@ -337,9 +337,11 @@ def compile_command(model: str, layout: str, target: str, output: str, input_sha
 
     from .compiler.artifact import check_output_folder
     from .frontend import open_model
+    from .frontend.open import check_program_options
     from .targets import CompileSettings
 
-    check_output_folder(output, model)  # refused before any work
+    check_program_options(model, input_shapes=input_shapes, quantize=quantize)  # refused before any work
+    check_output_folder(output, model)
     settings = CompileSettings(min_block_size=min_block_size, workspace_size=workspace_size,
                                timing_cache_path=timing_cache_path, tvm_trials=tvm_trials, tvm_database=tvm_database,
                                tvm_remote=tvm_remote, tvm_target=tvm_target)

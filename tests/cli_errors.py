@@ -9,5 +9,6 @@ def error_line(result, code: int) -> str:
     assert result.exit_code == code, (result.exit_code, result.output)
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+    errors = [line for line in lines if not line.startswith(("note: ", "warning: "))]  # said before the failure
+    assert len(errors) == 1 and errors[0].startswith("error: ") and lines[-1] == errors[0], result.stderr
+    return errors[0]

@@ -18,6 +18,17 @@ from .base import ViTModel
 INPUT_SHAPES_ONNX_ONLY = "--input-shape applies to ONNX files; export the torch program at the size you need"
 
 
+def check_program_options(source, *, input_shapes=None, quantize: str | None = None) -> None:
+    """Refuse, before anything is read, the options a torch.export program (in memory or ``.pt2``) cannot take."""
+    if not (isinstance(source, torch.export.ExportedProgram)
+            or (isinstance(source, (str, os.PathLike)) and Path(source).suffix == ".pt2")):
+        return
+    if input_shapes:
+        raise UsageError(INPUT_SHAPES_ONNX_ONLY)
+    if quantize:
+        raise UsageError("--quantize applies to ONNX files compiled for onnxruntime; export the program to ONNX first")
+
+
 def open_model(source, input_shapes: str | dict | None = None, grid: tuple[int, int] | None = None) -> ViTModel:
     """``source`` behind the model interface, its attention sites found; a ViTModel is returned as it is."""
     _check_arguments(input_shapes, grid)

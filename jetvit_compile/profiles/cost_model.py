@@ -87,8 +87,10 @@ def base_from_measurement(profile: Profile, sites: Sequence[AttentionSite], full
     return base
 
 
-UNSTABLE_SPREAD = 1.3  # p90 / median above this: the machine was busy while the block was timed
-UNSTABLE_MIN_MS = 1.0  # blocks faster than this jitter relatively more and weigh nothing in a layout's cost
+UNSTABLE_SPREAD = 1.5  # p90 / median above this: the machine was busy while the block was timed
+# blocks faster than this jitter relatively more (a 2-core machine's scheduler alone spreads 1 ms blocks by 2x and
+# more) and weigh little in a layout's cost; the blocks that decide a high-resolution layout take 40-400 ms
+UNSTABLE_MIN_MS = 20.0
 
 
 class InconsistentProfileError(UsageError):

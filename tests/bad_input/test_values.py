@@ -99,18 +99,19 @@ def _entry(median, p90):
 def test_unstable_entries_are_measured_again_then_refused():
     site = _site()
     key = site_entry_key(site, FULL)
-    prof = _profile({key: _entry(10.0, 14.0)})  # p90 1.4x the median: a busy machine
+    prof = _profile({key: _entry(40.0, 70.0)})  # p90 1.75x the median: a busy machine
     assert unstable_keys(prof, [key]) == [key]
     calls = []
 
     def quiet(keys):
         calls.append(keys)
-        prof.entries.update({k: _entry(10.0, 10.5) for k in keys})
+        prof.entries.update({k: _entry(40.0, 42.0) for k in keys})
 
     settle_entries(prof, [key], quiet)
-    assert calls == [[key]] and prof.entries[key]["p90_ms"] == 10.5
+    assert calls == [[key]] and prof.entries[key]["p90_ms"] == 42.0
+    assert unstable_keys(_profile({key: _entry(5.0, 12.0)}), [key]) == [], "small blocks jitter: not judged"
 
-    prof = _profile({key: _entry(10.0, 14.0)})
+    prof = _profile({key: _entry(40.0, 70.0)})
     with pytest.raises(InconsistentProfileError, match=r"profile .* --force"):
         settle_entries(prof, [key], lambda keys: None)
 
