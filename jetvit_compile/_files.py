@@ -57,16 +57,18 @@ class Terminated(BaseException):
     exit_code = 128 + signal.SIGTERM
 
 
-def terminate_as_exception() -> None:
-    """Make SIGTERM raise :class:`Terminated` (SIGINT already raises KeyboardInterrupt); main thread only."""
+def terminate_as_exception():
+    """Make SIGTERM raise :class:`Terminated` (SIGINT already raises KeyboardInterrupt); main thread only.
+    Returns a function that puts the previous handler back (a command run in-process leaves none behind)."""
 
     def _raise(signum, frame):
         raise Terminated(f"terminated (signal {signum})")
 
     try:
-        signal.signal(signal.SIGTERM, _raise)
+        previous = signal.signal(signal.SIGTERM, _raise)
     except ValueError:  # not the main thread (e.g. a test runner's worker): leave the default
-        pass
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -141,7 +141,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     from ._files import terminate_as_exception
 
     ctx.obj = {**(ctx.obj or {}), "debug": debug}
-    terminate_as_exception()  # SIGTERM unwinds like Ctrl-C: finally blocks run, temp files go
+    ctx.call_on_close(terminate_as_exception())  # SIGTERM unwinds like Ctrl-C: finally blocks run, temp files go
     if not debug:  # a warning is a line for the user, not a source location
         import warnings
 
