@@ -5,13 +5,15 @@ held-out photos no stage saw.
     .venv/bin/python bench/bench_distill.py --size 1036 --train-size 518 --calib-images 8 --held-out-images 24 \\
         --transfer-steps 40 --distill-steps 30 --repeat 5 --out bench/results/distilled_1036
 
-Rows: the training-free searched layout (``--searched``, default bench/results/search_1036.json); a hybrid,
-that layout with ``linear:hedgehog`` at its least sensitive sites (``--hedgehog-sites``), untrained / stage 1 /
-stage 2; ``linear:hedgehog`` everywhere likewise; with ``--learn-windows`` also the searched layout with a learned
-correction on its window sites (``+learned``) after stage 1 and 2; ReLU linear and the cheapest window
-everywhere (training-free). Stage 1 (attention transfer) trains on captures of the
-calibration photos at ``--train-size``, stage 2 (end to end) at ``--train-size`` too: the learned parameters do
-not depend on the input size, and the table measures whether they carry over to ``--size``.
+Rows: the training-free searched layout (``--searched``, default bench/results/search_1036.json);
+``linear:hedgehog`` everywhere, untrained / stage 1 / stage 2; a hybrid, the searched layout with
+``linear:hedgehog`` at its least sensitive sites (``--hedgehog-sites``; the search report's per-site scan),
+likewise; the cheapest window everywhere with a learned q/k correction (``+learned``) after stage 1 and 2; with
+``--learn-windows`` also the searched layout with ``+learned`` windows; ReLU linear and the cheapest window
+everywhere (training-free). Stage 1 (attention transfer) trains on captures of the calibration photos at
+``--train-size``, stage 2 (end to end) at ``--train-size`` too: the learned parameters do not depend on the input
+size, and the table measures whether they carry over to ``--size``. The models are judged ``--group-size`` sessions
+at a time (11 at 1036 px in one process ran out of 24 GB), each group timed together with ``full_ort``.
 """
 from __future__ import annotations
 
@@ -45,6 +47,17 @@ def learned_windows(layout: Layout) -> Layout:
     return Layout(choices=[parse_choice(f"{c}+learned") if c.kind == "window" else c for c in layout.choices])
 
 
+MEAN_BAR, MIN_BAR = 0.98, 0.93  # the issue's bar on held-out photos
+
+
+def pick_best(names: list[str], row) -> str:
+    """The fastest of ``names`` whose ``row(name)`` meets the bar, else the one with the best mean Pearson."""
+    meets = [n for n in names if row(n).fidelity.pearson >= MEAN_BAR and row(n).fidelity.pearson_min >= MIN_BAR]
+    if meets:
+        return max(meets, key=lambda n: row(n).speedup)
+    return max(names, key=lambda n: row(n).fidelity.pearson)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -59,8 +72,9 @@ def main() -> None:
     ap.add_argument("--distill-steps", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--searched", default=str(RESULTS / "search_1036.json"))
-    ap.add_argument("--hedgehog-sites", default="0,1,2,3,9,10,11",
-                    help="sites of the searched layout that the hybrid puts on linear:hedgehog")
+    ap.add_argument("--group-size", type=int, default=4, help="ONNX Runtime sessions alive at once while judging")
+    ap.add_argument("--hedgehog-sites", default="0,1,2,3,4,9,10,11",
+                    help="sites of the searched layout that the hybrid puts on linear:hedgehog (\"\": no hybrid)")
     ap.add_argument("--learn-windows", action="store_true", help="add the searched layout with +learned windows")
     ap.add_argument("--out", default=str(RESULTS / "distilled_1036"), help="stem of the .md/.json written")
     args = ap.parse_args()
@@ -76,11 +90,15 @@ def main() -> None:
     hedgehog_sites = {int(i) for i in args.hedgehog_sites.split(",") if i.strip()}
     hybrid = Layout(choices=[parse_choice("linear:hedgehog") if i in hedgehog_sites else c
                              for i, c in enumerate(searched.choices)])
-    everywhere = {f"searched, hedgehog at {args.hedgehog_sites}": hybrid,
-                  "hedgehog everywhere": Layout.parse(",".join(["linear:hedgehog"] * n))}
-    searched_learned = learned_windows(searched)
-    learned_layouts = [*everywhere.values()] + ([searched_learned] if args.learn_windows else [])
-    candidates = list(dict.fromkeys(c for lay in learned_layouts for c in lay.choices if c.is_learned))
+    window = f"window:{w}+pool:4"
+    learned = {"hedgehog everywhere": Layout.parse(",".join(["linear:hedgehog"] * n)),
+               f"searched, hedgehog at {args.hedgehog_sites}": hybrid,
+               f"{window}+learned everywhere": Layout.parse(",".join([f"{window}+learned"] * n))}
+    if not hedgehog_sites:  # --hedgehog-sites "": no hybrid
+        del learned[f"searched, hedgehog at {args.hedgehog_sites}"]
+    if args.learn_windows:
+        learned["searched +learned"] = learned_windows(searched)
+    candidates = list(dict.fromkeys(c for lay in learned.values() for c in lay.choices if c.is_learned))
     log(f"stage 1 at {args.train_size} px on {len(calib_paths)} photos: {', '.join(map(str, candidates))}")
     with tempfile.TemporaryDirectory(prefix="jetvit-captures-") as folder:
         store = trainer.capture(calibration.load(calib_paths, trainer.input_size), folder)
@@ -92,40 +110,41 @@ def main() -> None:
     def stage1(layout: Layout) -> Layout:
         return Layout(choices=layout.choices, params=transfer.layout_params(layout.choices))
 
-    def stage2(layout: Layout) -> tuple[Layout, dict]:
+    def stage2(name: str, layout: Layout) -> Layout:
         t = time.perf_counter()
-        student = trainer.student(layout)
-        result = distill_end_to_end(student, calib_paths, EndToEndSettings(steps=args.distill_steps), progress=False)
-        log(f"stage 2 of {str(layout)[:60]}: loss {result.loss_before:.4f} -> {result.loss_after:.4f} "
+        result = distill_end_to_end(trainer.student(layout), calib_paths, EndToEndSettings(steps=args.distill_steps),
+                                    progress=False)
+        log(f"stage 2 of {name}: loss {result.loss_before:.4f} -> {result.loss_after:.4f} "
             f"in {time.perf_counter() - t:.0f} s")
-        return result.layout(layout), {"loss_before": result.loss_before, "loss_after": result.loss_after,
-                                       "curve": result.curve}
+        curves[name] = {"loss_before": result.loss_before, "loss_after": result.loss_after, "curve": result.curve}
+        return result.layout(layout)
 
     rows: dict[str, Layout] = {"searched (training-free)": searched}
-    curves = {}
-    if args.learn_windows:
-        rows["searched +learned, stage 1"] = stage1(searched_learned)
-        rows["searched +learned, stage 2"], curves["searched +learned"] = stage2(rows["searched +learned, stage 1"])
-    for name, layout in everywhere.items():
-        rows[f"{name}, untrained"] = layout
+    curves: dict[str, dict] = {}
+    for name, layout in learned.items():
+        if any(c.kind == "linear" for c in layout.choices):  # a learned window starts as its plain window
+            rows[f"{name}, untrained"] = layout
         rows[f"{name}, stage 1"] = stage1(layout)
-        rows[f"{name}, stage 2"], curves[name] = stage2(rows[f"{name}, stage 1"])
+        rows[f"{name}, stage 2"] = stage2(name, rows[f"{name}, stage 1"])
     rows["linear:relu everywhere"] = Layout.parse("linear:relu")
-    rows[f"window:{w}+pool:4 everywhere"] = Layout.parse(f"window:{w}+pool:4")
+    rows[f"{window} everywhere"] = Layout.parse(window)
     learn_s = time.perf_counter() - start
     out = Path(args.out)
-    with tempfile.TemporaryDirectory() as tmp:
-        files = {}
-        for name, layout in rows.items():
-            path = Path(tmp) / f"{file_stem(name.replace(' ', '_'))}.json"
-            layout.save(path, num_sites=n)
-            files[str(path)] = file_stem(name.replace(" ", "_"))
-        log(f"judging {len(rows)} layouts at {args.size} px on {len(held)} held-out photos")
-        table = judge(src, shape, files, held, args.repeat, ort_kernels=True)
-        best = rows[f"searched, hedgehog at {args.hedgehog_sites}, stage 2"]
-        best.fingerprint = trainer.fingerprint
-        best.save(out.with_suffix(".json"), num_sites=n)
-    base = next(r for r in table if r.layout == "full_ort.onnx")
+    stems = {name: file_stem(name.replace(" ", "_")) for name in rows}
+    folder = out.with_name(out.name + "-layouts")  # every row's layout, kept before judging (bench_layouts.py judges
+    folder.mkdir(parents=True, exist_ok=True)      # them again, e.g. after a crash)
+    files = {}
+    for name, layout in rows.items():
+        layout.fingerprint = trainer.fingerprint
+        files[str(layout.save(folder / f"{stems[name]}.json", num_sites=n))] = stems[name]
+    log(f"judging {len(rows)} layouts at {args.size} px on {len(held)} held-out photos, "
+        f"{args.group_size} sessions at a time")
+    table = judge(src, shape, files, held, args.repeat, ort_kernels=True, group_size=args.group_size, anchor=1)
+    by_stem = {r.layout.removesuffix(".onnx"): r for r in table}
+    best_name = pick_best([n for n in rows if n.endswith("stage 2")], lambda name: by_stem[stems[name]])
+    best = rows[best_name]
+    best.save(out.with_suffix(".json"), num_sites=n)
+    log(f"saved {best_name} as {out.with_suffix('.json')}")
     header = (f"# {args.size}x{args.size} px, onnxruntime {ort.__version__} CPU provider, {describe(device_fingerprint())}, "
               f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out "
               f"photos; stage 1 ({args.transfer_steps} steps per site and candidate) and stage 2 ({args.distill_steps} "
@@ -136,9 +155,10 @@ def main() -> None:
              "| layout | ms | over full_ort | pearson mean | pearson min |", "|---|---:|---:|---:|---:|"]
     for r in table:
         f = r.fidelity
-        lines.append(f"| {r.layout.removesuffix('.onnx')} | {r.latency.median_ms:.1f} | "
-                     f"{base.latency.median_s / r.latency.median_s:.2f}x | {f.pearson if f else 1:.4f} | "
-                     f"{f.pearson_min if f else 1:.4f} |")
+        lines.append(f"| {r.layout.removesuffix('.onnx')} | {r.latency.median_ms:.1f} | {r.speedup:.2f}x | "
+                     f"{f.pearson if f else 1:.4f} | {f.pearson_min if f else 1:.4f} |")
+    lines += ["", f"Saved as `{out.with_suffix('.json').name}` (the fastest stage-2 layout at >= {MEAN_BAR} mean "
+              f"and >= {MIN_BAR} min, else the stage-2 layout with the best mean): {best_name}."]
     lines += ["", "Stage 1, per site (held-out captures):", "", transfer.table(), "", "Raw table:", "",
               layout_table(table)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

