@@ -120,3 +120,23 @@ def test_every_problem_is_listed_at_once():
     with pytest.raises(UsageError) as err:
         jc.rewrite(ep, "window:99")
     assert "sites 0-11: window 99 is larger than" in str(err.value)
+
+
+def test_rewrites_from_one_program_model_start_fresh_and_share_the_weights():
+    """The search rewrites one program once per layout from copies of a single unlifted module: each copy
+    must equal a rewrite from scratch, leave the module it came from as it was, and not copy the weights."""
+    from jetvit_compile.frontend import open_model
+    from jetvit_compile.passes.fx.program import fresh_copy
+
+    ep, x = export("dinov2_s")
+    model = open_model(ep)
+    nodes = len(model._unlifted.graph.nodes)
+    with torch.no_grad():
+        for layout in ["window:5+pool:3", "linear:relu", "window:5+pool:3"]:
+            got = first_output(model.module(Layout.coerce(layout))(x))
+            assert torch.equal(got, first_output(rewrite_module(ep, layout)[0](x))), layout
+        assert torch.equal(first_output(model._unlifted(x)), _run(ep, x))
+    assert len(model._unlifted.graph.nodes) == nodes
+    copy = fresh_copy(model._unlifted)
+    assert copy.graph is not model._unlifted.graph
+    assert {p.data_ptr() for p in copy.parameters()} == {p.data_ptr() for p in model._unlifted.parameters()}
