@@ -65,7 +65,7 @@ def bench_files(paths: list[str | os.PathLike], input_shapes: str | dict | None 
         latencies = interleaved([lambda r=r: r(batch[0]) for r in runs], repeat=repeat)
         return side_by_side(labels, latencies, outputs)
     if group_size < 2:
-        raise UsageError(f"group_size is {group_size}: a group holds the first model and at least one other")
+        raise UsageError(f"group_size is {group_size}: a group holds the anchor and at least one other model")
     # each model's outputs, then each group's timing, in a fresh process: what one frees, the next has again
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as pool:
