@@ -142,7 +142,7 @@ def main() -> None:
         files[str(layout.save(folder / f"{stems[name]}.json", num_sites=n))] = stems[name]
     log(f"judging {len(rows)} layouts at {args.size} px on {len(held)} held-out photos, "
         f"{args.group_size} sessions at a time")
-    table = judge(src, shape, files, held, args.repeat, ort_kernels=True, group_size=args.group_size, anchor=1)
+    table = judge(src, shape, files, held, args.repeat, ort_kernels=True, group_size=args.group_size)
     by_stem = {r.layout.removesuffix(".onnx"): r for r in table}
     best_name = pick_best([n for n in rows if n.endswith("stage 2")], lambda name: by_stem[stems[name]])
     best = rows[best_name]

@@ -52,7 +52,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--ort-kernels", action="store_true",
                     help="time the layouts as the onnxruntime target lowers them (full attention as ONNX Runtime's "
-                         "kernel, as the search's profile prices them); adds the original so lowered (full_ort)")
+                         "kernel, as the search's profile prices them); the original so lowered (full_ort), the baseline "
+                         "every speedup is over, is always a row")
     ap.add_argument("--quantize", choices=["int8"], default=None,
                     help="search with every layout's linear layers quantized (search --quantize), and add each "
                          "rewritten row's quantized twin")

@@ -1,5 +1,5 @@
-"""Models side by side on the same photos: latency (interleaved runs, median), speedup over the first row,
-and output fidelity to the first row."""
+"""Models side by side on the same photos: latency (interleaved runs, median), speedup over the anchor row
+(the first unless told), and output fidelity to the first row."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -44,11 +44,11 @@ def bench_files(paths: list[str | os.PathLike], input_shapes: str | dict | None 
     batch of them in a fresh process (one process that opened 13 sessions in turn was OOM-killed at 24 GB):
     outputs are taken one model at a time, and the models are timed in interleaved groups that each start
     with model ``anchor`` (e.g. the original compiled), so every speedup is over ``anchor`` timed in the same
-    group; fidelity is to the first model's outputs either way. Without ``group_size``, ``anchor`` is not used:
-    every speedup is over the first model."""
+    group. Without ``group_size`` all models are timed in one interleaved group, every speedup over ``anchor``
+    too. Fidelity is to the first model's outputs either way."""
     if group_size is not None and group_size < 2:
         raise UsageError(f"group_size is {group_size}: a group holds the anchor and at least one other model")
-    if group_size is not None and not 0 <= anchor < len(paths):
+    if not 0 <= anchor < len(paths):
         raise UsageError(f"anchor {anchor} is not one of the {len(paths)} models (0 to {len(paths) - 1})")
     models: list[ViTModel] = [open_model(p, input_shapes) for p in paths]
     names = models[0].input_names
@@ -68,7 +68,7 @@ def bench_files(paths: list[str | os.PathLike], input_shapes: str | dict | None 
     if group_size is None:
         runs = [m.file_runner() for m in models]
         outputs = _checked_outputs(paths, (_run_all(r, batch) for r in runs))
-        return side_by_side(labels, _time_all(runs, batch[0], repeat), outputs)
+        return side_by_side(labels, _time_all(runs, batch[0], repeat), outputs, anchor)
     # each model's outputs, then each group's timing, in a fresh process: what one frees, the next has again
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as pool:

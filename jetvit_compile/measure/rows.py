@@ -1,4 +1,4 @@
-"""Models side by side: one row each (latency, speedup over the first row, fidelity to it), and their table."""
+"""Models side by side: one row each (latency, speedup over the anchor row, fidelity to the first), and their table."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,17 +11,18 @@ from .timing import Latency
 
 @dataclasses.dataclass(frozen=True)
 class LayoutResult:
-    layout: str  # the row's label; the first row is the baseline every speedup is over
+    layout: str  # the row's label; the first row is the reference every fidelity is to
     summary: dict[str, int]
     latency: Latency
-    speedup: float  # the first row's median / this median
+    speedup: float  # the anchor row's median / this median (the anchor: the first row unless told)
     fidelity: Fidelity | None  # None for the first row
 
 
 def side_by_side(labels: list[tuple[str, dict[str, int]]], latencies: list[Latency],
-                 outputs: list[list[torch.Tensor]]) -> list[LayoutResult]:
-    """Rows against the first model: speedup of each median, fidelity of each model's outputs."""
-    base = latencies[0].median_s
+                 outputs: list[list[torch.Tensor]], anchor: int = 0) -> list[LayoutResult]:
+    """Rows: speedup of each median over model ``anchor``'s (e.g. the original compiled), fidelity of each
+    model's outputs to the first model's."""
+    base = latencies[anchor].median_s
     return [
         LayoutResult(name, summary, lat, base / lat.median_s, compare(outputs[0], outs) if i else None)
         for i, ((name, summary), lat, outs) in enumerate(zip(labels, latencies, outputs))
