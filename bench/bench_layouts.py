@@ -57,6 +57,7 @@ def judge(src: str, shape: str, layouts: dict[str, str], held: list[Path], repea
             os.symlink(p.resolve(), photos / p.name)
         vit = open_model(src, shape)
         paths = [save_model(prepare(src, shape), Path(tmp) / "original.onnx")]
+        twins: list[int] = []  # the quantized rows (the first: full_ort's twin)
         for layout, stem in {"full": BASELINE, **layouts}.items():
             out = Path(tmp) / f"{stem}.onnx"
             lowering = ONNXRUNTIME if ort_kernels or stem == BASELINE else PORTABLE
@@ -65,18 +66,18 @@ def judge(src: str, shape: str, layouts: dict[str, str], held: list[Path], repea
             if quantize:
                 twin = Path(tmp) / f"{stem}_{quantize}.onnx"
                 twin.write_bytes(quantize_linear_layers(out.read_bytes(), quantize)[0])
+                twins.append(len(paths))
                 paths.append(twin)
         rows = bench_onnx(paths, images=photos, max_images=len(held), repeat=repeat, group_size=group_size,
-                          anchor=1)
-    return over_quantized_baseline(rows, quantize) if quantize else rows
+                          anchor=1)  # row 1: full_ort
+    return over_quantized_baseline(rows, twins) if twins else rows
 
 
-def over_quantized_baseline(rows: list[LayoutResult], scheme: str) -> list[LayoutResult]:
-    """The ``*_<scheme>`` rows' speedups over ``full_ort_<scheme>`` (each row's ratio over ``full_ort`` divided by
-    the quantized baseline's: its median over theirs)."""
-    base = next(r for r in rows if r.layout == f"{BASELINE}_{scheme}.onnx").speedup
-    return [dataclasses.replace(r, speedup=r.speedup / base) if r.layout.endswith(f"_{scheme}.onnx") else r
-            for r in rows]
+def over_quantized_baseline(rows: list[LayoutResult], twins: list[int]) -> list[LayoutResult]:
+    """The quantized rows (``twins``; the first is ``full_ort``'s twin) with their speedups over that twin: each
+    row's ratio over ``full_ort`` divided by the twin's, i.e. the twin's median over theirs."""
+    base = rows[twins[0]].speedup
+    return [dataclasses.replace(r, speedup=r.speedup / base) if i in twins else r for i, r in enumerate(rows)]
 
 
 def file_stem(layout: str) -> str:
