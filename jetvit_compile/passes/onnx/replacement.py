@@ -7,10 +7,12 @@ source of truth: the ONNX rewrite computes what ``attention/`` computes, learned
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import warnings
 
+import numpy as np
 import onnx_ir as ir
 import torch
 
@@ -54,10 +56,27 @@ def replacement_graph(
     block = build_attention(choice, site, params)
     # only full attention takes another form for ONNX Runtime (attention.core): other blocks share one export
     ort_kernels = ort_kernels and (choice.kind == "full" or bool(choice.full_heads))
-    template = _export(choice, site.num_heads, site.tokens, site.head_dim, site.num_prefix_tokens, site.grid,
-                       site.scale, site.dtype, k_transposed, layout, ort_kernels)
+    shape = (site.num_heads, site.tokens, site.head_dim, site.num_prefix_tokens, site.grid, site.scale, site.dtype,
+             k_transposed, layout, ort_kernels)
+    like = _template_choice(choice)
+    graph = _filled(_export(like, *shape), block, site)
+    if like != choice and not _move_head_indices(graph, build_attention(like, site), block):
+        graph = _filled(_export(choice, *shape), block, site)  # indices not found: export this very split
+    return graph
+
+
+def _template_choice(choice: Choice) -> Choice:
+    """The choice whose export serves ``choice``: a head split exports once per number of full heads, and
+    each site's head indices replace the template's (:func:`_move_head_indices`), so a head trim trying
+    many subsets of heads exports few blocks."""
+    if not choice.full_heads:
+        return choice
+    return dataclasses.replace(choice, full_heads=tuple(range(len(choice.full_heads))))
+
+
+def _filled(template: ir.Graph, block: torch.nn.Module, site: AttentionSite) -> ir.Graph:
+    """A copy of ``template`` with ``block``'s learned parameters in its initializers."""
     graph = template.clone()
-    # the template was exported with a fresh module; put this site's learned values in
     state = {k: v.detach().cpu().numpy() for k, v in block.state_dict().items()}
     for name, value in graph.initializers.items():
         key = name.removeprefix("block.")
@@ -66,6 +85,35 @@ def replacement_graph(
     if state:  # a learned value with no initializer would ship the block untrained
         raise RewriteError(f"site {site.index}: learned parameters {sorted(state)} found no place in the ONNX block")
     return graph
+
+
+def _move_head_indices(graph: ir.Graph, exported: torch.nn.Module, block: torch.nn.Module) -> bool:
+    """Swap the head indices ``exported`` (the template's module) put into ``graph`` for ``block``'s. The
+    exporter folds index buffers into anonymous constants, so each is found by its value: the one constant
+    that holds it and that only head Gathers read; False (graph untouched) where there is not exactly one."""
+    found = []
+    for name, ours in block.named_buffers():
+        theirs = dict(exported.named_buffers())[name].numpy()
+        hits = [v for v in graph.initializers.values() if _holds(v, theirs) and _head_gather_indices(v)]
+        if len(hits) != 1:
+            return False
+        found.append((hits[0], ours.numpy()))
+    for value, ours in found:
+        value.const_value = ir.tensor(ours, name=value.name)
+    return True
+
+
+def _holds(value: ir.Value, array: np.ndarray) -> bool:
+    const = value.const_value
+    return const is not None and const.dtype.numpy() == array.dtype and tuple(const.shape) == array.shape \
+        and bool((const.numpy() == array).all())
+
+
+def _head_gather_indices(value: ir.Value) -> bool:
+    """Whether every reader of ``value`` is a Gather over axis 1 (heads of ``[B, H, N, D]``) taking it as indices."""
+    uses = value.uses()
+    return bool(uses) and all(node.op_type == "Gather" and i == 1 and node.attributes.get_int("axis", 0) == 1
+                              for node, i in uses)
 
 
 @functools.lru_cache(maxsize=64)
