@@ -26,11 +26,11 @@ from typing import Any
 from ..errors import RewriteError
 from .base import CompileSettings
 from .tvm_remote import RemoteDevice
+from .tvm_script_import import import_tensor_intrinsics
 
 # fragments of MetaSchedule task names (fused-op names) worth a tuning budget on a ViT
 TUNED_OPS = ("matmul", "conv", "dense", "attention")
-# this box's 2 cores need minutes to build a batch of candidates (each build worker imports
-# tvm's tensor intrinsics first), far above LocalBuilder's 30 s default
+# a batch of candidates can take minutes to build on this box's 2 cores, far above LocalBuilder's 30 s default
 _BUILD_TIMEOUT_S = 900.0
 _RUN_TIMEOUT_S = 120.0
 _SEED = 0
@@ -117,7 +117,9 @@ def _tune(tasks: list, database, target, trials: int, folder: Path, remote: Remo
     ms.tune.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=str(folder),
         max_trials_global=trials, max_trials_per_task=per_task, num_trials_per_iter=min(64, per_task),
-        builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=_BUILD_TIMEOUT_S),
+        # each build worker imports tvm's tensor intrinsics: quickly, first (see tvm_script_import)
+        builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=_BUILD_TIMEOUT_S,
+                                        initializer=import_tensor_intrinsics),
         runner=runner,
         database=database,
     )
@@ -133,6 +135,7 @@ def tune_and_build(module, target, settings: CompileSettings) -> tuple[Any, dict
     """
     from tvm.s_tir import meta_schedule as ms
 
+    import_tensor_intrinsics()  # tuning contexts and the database's builds import them (see tvm_script_import)
     remote = RemoteDevice.parse(settings.tvm_remote) if settings.tvm_remote else None
     folder = Path(settings.tvm_database) if settings.tvm_database else default_database_dir(remote)
     database = open_database(folder)
