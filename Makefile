@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/jetvit-compile demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 bench: $(STAMP)
 	$(PY) bench/bench_torch_eager.py

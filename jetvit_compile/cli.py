@@ -153,14 +153,14 @@ _json = click.option("--json", "as_json", is_flag=True, help="Machine-readable o
 
 
 @main.command()
-@click.option("--size", default=518, show_default=True, type=click.IntRange(min=14), help="Input height and width in pixels (multiple of 14).")
+@click.option("--size", default=1036, show_default=True, type=click.IntRange(min=14), help="Input height and width in pixels (multiple of 14).")
 @click.option("--min-fidelity", default=0.98, show_default=True, type=float,
               help="Least mean Pearson correlation of the saliency output the searched layout keeps.")
 @click.option("--layout", "layouts", multiple=True, help="Compare this layout instead of searching one (repeatable).")
 @click.option("--calib", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Photo folder [default: the bundled ImageNet sample, else scikit-image's photos].")
 @click.option("--target", default="auto", show_default=True, help="auto, tensorrt, tvm, onnxruntime, torch_compile or torch.")
-@click.option("--calib-images", default=4, show_default=True, type=click.IntRange(min=2), help="Photos the search scores on.")
+@click.option("--calib-images", default=2, show_default=True, type=click.IntRange(min=2), help="Photos the search scores on.")
 @click.option("--images", "held_out_images", default=8, show_default=True, type=click.IntRange(min=2),
               help="Held-out photos the table's fidelity is measured on.")
 @click.option("--repeat", default=5, show_default=True, type=click.IntRange(min=1), help="Timed runs per model (median reported).")

