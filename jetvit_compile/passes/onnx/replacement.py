@@ -91,9 +91,9 @@ def _move_head_indices(graph: ir.Graph, exported: torch.nn.Module, block: torch.
     """Swap the head indices ``exported`` (the template's module) put into ``graph`` for ``block``'s. The
     exporter folds index buffers into anonymous constants, so each is found by its value: the one constant
     that holds it and that only head Gathers read; False (graph untouched) where there is not exactly one."""
-    found = []
+    found, template = [], dict(exported.named_buffers(recurse=False))
     for name, ours in block.named_buffers(recurse=False):  # the split's own; the rest heads' block is the same
-        theirs = dict(exported.named_buffers(recurse=False))[name].numpy()
+        theirs = template[name].numpy()
         hits = [v for v in graph.initializers.values() if _holds(v, theirs) and _head_gather_indices(v)]
         if len(hits) != 1:
             return False
