@@ -419,6 +419,9 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
 @click.option("--held-out-images", default=8, show_default=True, type=click.IntRange(min=2), help="Photos the result is judged on.")
 @click.option("--beam", default=2, show_default=True, type=click.IntRange(min=1), help="Layouts kept per step.")
 @click.option("--max-evaluations", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--reuse-mb", default=3072, show_default=True, type=click.IntRange(min=0),
+              help="ONNX files: memory for activations kept between scored layouts, so that each runs only from "
+                   "its first site that differs from one already run (0: run every layout whole).")
 @click.option("--report", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Folder for report.md, pareto.png, sensitivity.png [default: <output stem>-report].")
 @click.option("--transfer-steps", default=150, show_default=True, type=click.IntRange(min=0),
@@ -434,9 +437,9 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
 @_friendly
 def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float | None, taps: tuple[str, ...],
            budget_ms: float | None, variants: str, backend: str | None, profile_path: str | None, force: bool,
-           quantize: str | None, calib_images: int, held_out_images: int, beam: int, max_evaluations: int, report: str | None,
-           transfer_steps: int, distill_steps: int, train_shapes: str | None, device: str, verbose: bool,
-           output: str) -> None:
+           quantize: str | None, calib_images: int, held_out_images: int, beam: int, max_evaluations: int,
+           reuse_mb: int, report: str | None, transfer_steps: int, distill_steps: int, train_shapes: str | None,
+           device: str, verbose: bool, output: str) -> None:
     """Search a per-site attention layout for MODEL (.onnx or .pt2) that keeps its output (PTAS)."""
     from pathlib import Path
 
@@ -449,8 +452,9 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
         min_fidelity=min_fidelity, budget_ms=budget_ms, taps=taps,
         variants=tuple(v for v in variants.split(",") if v.strip()) if variants is not None else None, backend=backend,
         profile=profile_path, force_profile=force, quantize=quantize, max_calibration=calib_images,
-        max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations, transfer_steps=transfer_steps,
-        distill_steps=distill_steps, train_shapes=train_shapes, device=device, verbose=verbose)
+        max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations, reuse_mb=reuse_mb,
+        transfer_steps=transfer_steps, distill_steps=distill_steps, train_shapes=train_shapes, device=device,
+        verbose=verbose)
     outcome = run_search(model, calib, settings, input_shapes=input_shapes, output=output, report=report)
     r = outcome.result
     click.echo(("" if r.reached else "warning: ") + r.message)

@@ -38,6 +38,34 @@ class Evaluator(Protocol):
     def model(self, layout: Layout | None) -> Callable[[torch.Tensor], object]:
         """The original (None) or its rewrite, ready to run on one image (what latency is measured on)."""
 
+    def scorer(self, images: list[torch.Tensor], max_bytes: int) -> Callable[[Layout], list]:
+        """``outputs(layout, images)`` for the many layouts a search scores on the same ``images``, reusing
+        what it may between them within ``max_bytes``."""
+
+
+@dataclasses.dataclass
+class ReuseStats:
+    """What a search's scorer saved by reusing activations between layouts."""
+    evaluations: int = 0
+    reused: int = 0  # layouts run from a later site than the first
+    sites_skipped: int = 0  # attention sites (with their blocks) not run again, over all layouts
+    sites_total: int = 0
+
+    def describe(self) -> str:
+        return (f"{self.reused} of {self.evaluations} layouts scored from a later site, "
+                f"{self.sites_skipped} of {self.sites_total} blocks not run again")
+
+
+class WholeRuns:
+    """The scorer that reuses nothing: every layout run whole on ``images``."""
+
+    def __init__(self, evaluator: Evaluator, images: list[torch.Tensor]):
+        self.evaluator, self.images, self.stats = evaluator, images, ReuseStats()
+
+    def __call__(self, layout: Layout) -> list:
+        self.stats.evaluations += 1
+        return self.evaluator.outputs(layout, self.images)
+
 
 class ViTModel(abc.ABC):
     kind: ClassVar[str]  # "torch.export program" / "ONNX model": for messages

@@ -24,7 +24,7 @@ from ..passes.onnx.pipeline import ONNXRUNTIME, PORTABLE, Lowered, OnnxLowering,
 from ..passes.onnx.rewrite import rebind_sites, upgrade_opset
 from ..passes.onnx.verify import verify
 from ..passes.taps import check_onnx_taps_kept, expose_onnx_taps, inside_replaced_attention
-from .base import Rewritten, ViTModel
+from .base import Rewritten, ViTModel, WholeRuns
 
 
 def load_model(path: str | os.PathLike) -> ir.Model:
@@ -222,18 +222,30 @@ class OnnxEvaluator:
         model.input_size  # one [1, 3, H, W] image input, or refused here
         self.taps, self.lowering = taps, lowering
         self.input_name, self.dtype = model.image_inputs[0].name, model.image_inputs[0].dtype.numpy()
-        self._tapped, self._fetch = model, None  # no taps: the first output
+        self.tapped, self._fetch = model, None  # no taps: the first output
         if taps:
             clone = model.original.clone()
             self._fetch = expose_onnx_taps(clone, taps)
-            self._tapped = OnnxModel(clone, grid=model.grid)
-            if len(self._tapped.sites) != len(model.sites):  # a tap read inside attention hides its site
+            self.tapped = OnnxModel(clone, grid=model.grid)
+            if len(self.tapped.sites) != len(model.sites):  # a tap read inside attention hides its site
                 raise inside_replaced_attention(taps)
+
+    @property
+    def fetch_names(self) -> list[str]:
+        """The values judged: the taps', or the first output's."""
+        return self._fetch or [self.tapped.prepared.graph.outputs[0].name]
+
+    def scorer(self, images: list[torch.Tensor], max_bytes: int) -> "PrefixReuse | WholeRuns":
+        """``outputs(layout, images)`` for many layouts, each run from its first site that differs from a layout
+        already run (:mod:`.onnx_prefix_reuse`; states kept within ``max_bytes``)."""
+        from .onnx_prefix_reuse import PrefixReuse
+
+        return PrefixReuse(self, images, max_bytes) if max_bytes > 0 else WholeRuns(self, images)
 
     def _session(self, layout: Layout | None):
         if layout is None:
-            return self._tapped.original_session()
-        model, sites = self._tapped.copy()
+            return self.tapped.original_session()
+        model, sites = self.tapped.copy()
         lowered = lower(model, layout, self.lowering, sites)
         check_onnx_taps_kept(lowered.model, self.taps, self._fetch or [])
         return cpu_session(lowered.blob)

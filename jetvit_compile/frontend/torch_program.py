@@ -15,7 +15,7 @@ from ..layout import Layout
 from ..passes.fx.find_attention import find_attention
 from ..passes.fx.program import example_inputs, fresh_copy, rewrite_module, rewrite_program
 from ..passes.taps import fx_tap_nodes, record_fx_taps
-from .base import Rewritten, ViTModel
+from .base import Rewritten, ViTModel, WholeRuns
 
 
 def load_pt2(path: str | os.PathLike) -> torch.export.ExportedProgram:
@@ -136,6 +136,10 @@ class ProgramEvaluator:
 
     def model(self, layout: Layout | None):
         return self._model.module(layout)
+
+    def scorer(self, images: list[torch.Tensor], max_bytes: int) -> WholeRuns:
+        """Every layout run whole (nothing reused between layouts yet for torch.export programs)."""
+        return WholeRuns(self, images)
 
     def outputs(self, layout: Layout | None, images: list[torch.Tensor]) -> list:
         module = self.model(layout)

@@ -204,6 +204,7 @@ def search(
             [vit.timed_runner(all_full, backend, held_images[0], quantize)], repeat=s.repeat)[0].median_ms,
             _remeasure(prof, sites, s.profile or default_profile_path(backend)))
     reference = evaluator.outputs(None, calib_images)
+    calib_outputs = evaluator.scorer(calib_images, s.reuse_mb << 20)  # each layout from its first new site
     fidelity_cache: dict[str, float] = {}
 
     bar = progress_bar(s.max_evaluations + len(sites) * (len(ladder) - 1), progress and not s.verbose, "search",
@@ -213,7 +214,7 @@ def search(
     def score(choices: list[Choice]) -> float:
         key = ",".join(map(str, choices))
         if key not in fidelity_cache:
-            fidelity_cache[key] = compare(reference, evaluator.outputs(with_params(choices, transfer), calib_images)).pearson
+            fidelity_cache[key] = compare(reference, calib_outputs(with_params(choices, transfer))).pearson
             point = (fidelity_cache[key], cost(choices))
             if not best_so_far or _better(point, best_so_far[0], s.min_fidelity, s.budget_ms):
                 best_so_far[:] = [point]
@@ -224,8 +225,10 @@ def search(
         return predict(prof, sites, list(choices), base_ms)
 
     sensitivity: dict[str, list[float]] = {}
-    for v in ladder[:-1]:  # the rungs a site can leave: each site alone on v, the rest full
-        sensitivity[str(v)] = [score([v if j == i else FULL for j in range(len(sites))]) for i in range(len(sites))]
+    for v in ladder[:-1]:  # the rungs a site can leave: each site alone on v, the rest full; the last site
+        # first, so that every other layout of the scan runs only from its own site on (prefix reuse)
+        scores = {i: score([v if j == i else FULL for j in range(len(sites))]) for i in reversed(range(len(sites)))}
+        sensitivity[str(v)] = [scores[i] for i in range(len(sites))]
         log(f"search: sensitivity of each site to {v}: " + " ".join(f"{x:.3f}" for x in sensitivity[str(v)]))
     def find(min_fidelity: float | None):
         """The beam search, then the head trim of the sites it kept full, for ``min_fidelity``."""
@@ -266,6 +269,9 @@ def search(
             validation[",".join(result.best.choices)] = validate(result.best.choices)
     bar.close()
     say(("search: " if result.reached else "search: warning: ") + result.message)
+    if calib_outputs.stats.reused:
+        notes.append(f"prefix reuse: {calib_outputs.stats.describe()}")
+        say("search: " + notes[-1])
     layout = with_params([parse_choice(c) for c in result.best.choices], transfer, vit.fingerprint)
     distilled = stage2(vit, layout, calib_paths, s, stage_folder / "stage2.safetensors" if stage_folder else None)
     if distilled is not None:

@@ -22,7 +22,9 @@ class SearchSettings:
     ``max_held_out`` cap each side. ``validation`` photos (from the calibration side, never scored on) check
     the layout found: when it misses ``min_fidelity`` there, the search runs again with the target raised by
     the gap, and says so. ``beam``, ``moves_per_layout``, ``max_evaluations``: the beam search's
-    width and effort. ``repeat``: timed runs per measured model (median). Learned rungs (``linear:hedgehog``,
+    width and effort. ``reuse_mb``: memory for the activations kept between scored layouts, so that a
+    layout runs only from its first site that differs from one already run (ONNX files; 0: every layout
+    runs whole). ``repeat``: timed runs per measured model (median). Learned rungs (``linear:hedgehog``,
     ``linear:jetvit``, ``+learned`` windows) are trained first (stage 1, ``transfer_steps``) and the chosen layout
     distilled end to end (stage 2, ``distill_steps``; 0: skip), on the calibration photos only.
     """
@@ -42,6 +44,7 @@ class SearchSettings:
     beam: int = 2
     moves_per_layout: int | None = 4
     max_evaluations: int = 200
+    reuse_mb: int = 3072
     repeat: int = 5
     transfer_steps: int = 150  # stage 1 (learned rungs only): Adam steps per site and learned rung
     distill_steps: int = 100  # stage 2 (a chosen layout with learned sites): Adam steps, all its blocks jointly
@@ -76,6 +79,9 @@ class SearchSettings:
         if self.variants is not None and not [v for v in self.variants if str(v).strip()]:
             problems.append("--variants is empty; give at least two choices, cheapest first (e.g. window:14,full), "
                             "or leave it out for the default ladder")
+        r = self.reuse_mb
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            problems.append(f"--reuse-mb is a memory size in MiB, 0 or more; got {r!r}")
         if problems:
             raise UsageError("; ".join(problems))
 

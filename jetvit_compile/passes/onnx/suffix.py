@@ -1,0 +1,125 @@
+"""A rewritten model cut before one attention site: the part a layout's later choices change.
+
+In a ViT the sites run one after the other, so everything a rewritten model computes before site ``c``'s
+attention depends only on the layout's choices at sites ``0 .. c-1``. Two layouts that agree there compute
+the same values up to the cut; the second needs only the *suffix*: every node downstream of site ``c``'s
+attention (its block reads site ``c``'s q, k, v), with the values it reads from before the cut (q, k, v,
+the residual stream, features a decoder took earlier, shapes) as graph inputs. The search scores many such
+layouts (each site alone in the sensitivity scan, one site moved per beam step); what it reuses is
+:mod:`...frontend.onnx_prefix_reuse`'s business, this module only cuts.
+
+``cut_state(model, sites, c, fetch)`` names the values at cut ``c`` (what the suffix reads, and any fetched
+value computed before the cut); ``cut_suffix(model, sites, c, record)`` turns ``model`` into the suffix in place,
+with the values named in ``record`` (the states of later cuts) added as outputs.
+"""
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from ...sites import AttentionSite
+
+
+def _site_readers(site: AttentionSite) -> list[ir.Node]:
+    h = site.handles
+    values = [v for v in (h.q, h.k, h.k_transposed, h.v) if v is not None]
+    return [node for v in values for node in v.consumers()]
+
+
+def downstream(sites: list[AttentionSite], index: int) -> set[ir.Node] | None:
+    """The nodes downstream of site ``index``'s attention (the readers of its q, k, v, and everything after
+    them); None where the model cannot be cut there: a later site's attention is not downstream (not one
+    site after the other), or the graph has subgraphs (If, Loop) whose reads this walk does not follow."""
+    after: set[ir.Node] = set()
+    todo = _site_readers(sites[index])
+    while todo:
+        node = todo.pop()
+        if node in after:
+            continue
+        if any(isinstance(a.value, (ir.Graph, list)) and a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+               for a in node.attributes.values()):
+            return None
+        after.add(node)
+        todo.extend(c for out in node.outputs for c in out.consumers())
+    if not after or any(not set(_site_readers(s)) <= after for s in sites[index + 1:]):
+        return None
+    if any(set(_site_readers(s)) & after for s in sites[:index]):
+        return None
+    return after
+
+
+def _constant_nodes(model: ir.Model) -> set[ir.Node]:
+    """Nodes that read only weights and other such nodes (``Constant`` and what folds from it)."""
+    weights = set(model.graph.initializers.values())
+    found: set[ir.Node] = set()
+    for node in model.graph:  # in graph order: producers first
+        if all(v is None or v in weights or v.producer() in found for v in node.inputs) and not any(
+                v.is_graph_input() for v in node.inputs if v is not None):
+            found.add(node)
+    return found
+
+
+def _suffix_nodes(model: ir.Model, sites: list[AttentionSite], index: int) -> set[ir.Node] | None:
+    after = downstream(sites, index)
+    return None if after is None else after | _constant_nodes(model)
+
+
+def cut_state(model: ir.Model, sites: list[AttentionSite], index: int, fetch: list[str]) -> list[str] | None:
+    """The names of the values the suffix from site ``index`` reads from before the cut (graph inputs,
+    weights and constants excluded: the suffix has those itself), then the values of ``fetch`` computed
+    before the cut; None where the model cannot be cut there."""
+    after = _suffix_nodes(model, sites, index)
+    if after is None:
+        return None
+    own = set(model.graph.inputs) | set(model.graph.initializers.values())
+    state: dict[str, None] = {}
+    for node in model.graph:
+        if node not in after:
+            continue
+        for value in node.inputs:
+            if value is not None and value not in own and value.producer() not in after:
+                state[value.name] = None
+    produced_before = {v.name for n in model.graph if n not in after for v in n.outputs}
+    state.update((name, None) for name in fetch if name in produced_before)
+    return list(state)
+
+
+def cut_suffix(model: ir.Model, sites: list[AttentionSite], index: int, fetch: list[str], record: list[str],
+               dtypes: dict[str, ir.DataType]) -> ir.Model:
+    """``model`` (changed in place) as its suffix from site ``index``: the values of
+    ``cut_state(model, sites, index, fetch)`` become graph inputs (of ``dtypes``), the outputs are the
+    fetched values computed after the cut followed by ``record``'s values computed after it."""
+    after = _suffix_nodes(model, sites, index)
+    state = cut_state(model, sites, index, fetch)
+    if after is None or state is None:
+        raise ValueError(f"the model cannot be cut before site {index}")
+    values = {v.name: v for n in model.graph for v in n.outputs}
+    made_after = {v.name for n in after for v in n.outputs}
+    model.graph.outputs[:] = [values[name] for name in dict.fromkeys([*fetch, *record]) if name in made_after]
+    for name in state:
+        old = values[name]
+        new = ir.Value(name=name, type=ir.TensorType(dtypes[name]),
+                       shape=None if old.shape is None else ir.Shape(old.shape))
+        old.name = name + "/before_cut"
+        old.replace_all_uses_with(new)
+        model.graph.inputs.append(new)
+    model.graph.remove([n for n in model.graph if n not in after], safe=False)
+    RemoveUnusedNodesPass()(model)
+    return model
+
+
+def cut_model(model: ir.Model, sites: list[AttentionSite], start: int | None, fetch: list[str],
+              dtypes: dict[str, ir.DataType]) -> dict[int, list[str]]:
+    """``model`` (changed in place) as its suffix from site ``start`` (None: the whole model), with the state
+    of every later cut where it can be cut added as outputs; returns those states, ``{cut: names}``."""
+    first = 0 if start is None else start
+    states = {i: names for i in range(first + 1, len(sites))
+              if (names := cut_state(model, sites, i, fetch)) is not None}
+    record = list(dict.fromkeys(n for names in states.values() for n in names))
+    if start is not None:
+        cut_suffix(model, sites, start, fetch, record, dtypes)
+        return states
+    values = {v.name: v for n in model.graph for v in n.outputs}
+    present = {v.name for v in model.graph.outputs}
+    model.graph.outputs.extend(values[n] for n in record if n not in present)
+    return states
