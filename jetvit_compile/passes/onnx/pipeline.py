@@ -45,6 +45,7 @@ class SuffixCut:
     start: int | None
     fetch: tuple[str, ...]
     dtypes: dict[str, ir.DataType] = dataclasses.field(default_factory=dict)
+    entries: tuple[str | None, ...] = ()  # each site's block entry (suffix.block_entry), found once per model
 
 
 @dataclasses.dataclass
@@ -68,7 +69,7 @@ def lower(model: ir.Model, layout: Layout | str, lowering: OnnxLowering = PORTAB
     if cut is not None:  # the sites of a prepared copy (ViTModel.copy): a cut is found on the sites given
         if sites is None:
             raise ValueError("a cut needs the model's sites")
-        states = cut_model(model, sites, cut.start, list(cut.fetch), cut.dtypes)
+        states = cut_model(model, sites, cut.start, list(cut.fetch), cut.dtypes, cut.entries)
     blob = ir.serde.serialize_model(model).SerializeToString()
     if lowering.quantize:
         blob, counts["to_int8"] = quantize_linear_layers(blob, lowering.quantize)

@@ -3,16 +3,21 @@
 In a ViT the sites run one after the other, so everything a rewritten model computes before site ``c``'s
 attention depends only on the layout's choices at sites ``0 .. c-1``. Two layouts that agree there compute
 the same values up to the cut; the second needs only the *suffix*: every node downstream of site ``c``'s
-attention (its block reads site ``c``'s q, k, v), with the values it reads from before the cut (q, k, v,
-the residual stream, features a decoder took earlier, shapes) as graph inputs. The search scores many such
+block, with the values it reads from before the cut (the residual stream entering the block, features a
+decoder took earlier) as graph inputs. The block's entry is the one value every path from the model's input
+to the site's q, k and v passes through, nearest to them (:func:`block_entry`: the residual stream before the
+norm in a pre-norm ViT); where there is none (e.g. RoPE tables computed from the input's shape), the cut is at
+the attention itself and its q, k, v are the state. The search scores many such
 layouts (each site alone in the sensitivity scan, one site moved per beam step); what it reuses is
 :mod:`...frontend.onnx_prefix_reuse`'s business, this module only cuts.
 
-``cut_state(model, sites, c, fetch)`` names the values at cut ``c`` (what the suffix reads, and any fetched
+``cut_state(model, sites, c, fetch, entries)`` names the values at cut ``c`` (what the suffix reads, and any fetched
 value computed before the cut); ``cut_suffix(model, sites, c, record)`` turns ``model`` into the suffix in place,
 with the values named in ``record`` (the states of later cuts) added as outputs.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
@@ -21,17 +26,49 @@ from ...sites import AttentionSite
 
 
 def _site_readers(site: AttentionSite) -> list[ir.Node]:
+    return [node for v in _site_values(site) for node in v.consumers()]
+
+
+def _site_values(site: AttentionSite) -> list[ir.Value]:
     h = site.handles
-    values = [v for v in (h.q, h.k, h.k_transposed, h.v) if v is not None]
-    return [node for v in values for node in v.consumers()]
+    return [v for v in (h.q, h.k, h.k_transposed, h.v) if v is not None]
 
 
-def downstream(sites: list[AttentionSite], index: int) -> set[ir.Node] | None:
-    """The nodes downstream of site ``index``'s attention (the readers of its q, k, v, and everything after
-    them); None where the model cannot be cut there: a later site's attention is not downstream (not one
-    site after the other), or the graph has subgraphs (If, Loop) whose reads this walk does not follow."""
+def block_entry(model: ir.Model, sites: list[AttentionSite], index: int) -> str | None:
+    """The value site ``index``'s block is best cut at: among the values its q, k, v are computed from since
+    the previous site, the one whose suffix reads the fewest values from before it (the residual stream
+    entering the block, in a pre-norm ViT), the nearest on a tie; None where none gives a valid cut."""
+    constants = _constant_nodes(model)
+    order = {node: i for i, node in enumerate(model.graph)}
+    since = downstream(sites, index - 1) if index > 0 else None
+    region, todo = set(), [v.producer() for v in _site_values(sites[index])]
+    while todo:
+        node = todo.pop()
+        if node is None or node in region or node in constants or (since is not None and node not in since):
+            continue
+        region.add(node)
+        todo.extend(v.producer() for v in node.inputs if v is not None)
+    best: tuple[int, str] | None = None
+    for node in sorted(region, key=order.get, reverse=True):  # nearest first: a tie keeps the nearer
+        for value in node.outputs:
+            after = downstream(sites, index, value)
+            if after is None:
+                continue
+            reads = {v for n in after for v in n.inputs
+                     if v is not None and v.producer() not in after and v.producer() not in constants
+                     and not v.is_graph_input() and not v.is_initializer()}
+            if best is None or len(reads) < best[0]:
+                best = (len(reads), value.name)
+    return None if best is None else best[1]
+
+
+def downstream(sites: list[AttentionSite], index: int, entry: ir.Value | None = None) -> set[ir.Node] | None:
+    """The nodes downstream of site ``index``'s block (the readers of its ``entry`` value, else of its q, k,
+    v, and everything after them); None where the model cannot be cut there: a later site's attention is not
+    downstream (not one site after the other), or the graph has subgraphs (If, Loop) whose reads this walk
+    does not follow."""
     after: set[ir.Node] = set()
-    todo = _site_readers(sites[index])
+    todo = list(entry.consumers()) if entry is not None else _site_readers(sites[index])
     while todo:
         node = todo.pop()
         if node in after:
@@ -41,7 +78,7 @@ def downstream(sites: list[AttentionSite], index: int) -> set[ir.Node] | None:
             return None
         after.add(node)
         todo.extend(c for out in node.outputs for c in out.consumers())
-    if not after or any(not set(_site_readers(s)) <= after for s in sites[index + 1:]):
+    if not after or any(not set(_site_readers(s)) <= after for s in sites[index:]):
         return None
     if any(set(_site_readers(s)) & after for s in sites[:index]):
         return None
@@ -59,16 +96,25 @@ def _constant_nodes(model: ir.Model) -> set[ir.Node]:
     return found
 
 
-def _suffix_nodes(model: ir.Model, sites: list[AttentionSite], index: int) -> set[ir.Node] | None:
-    after = downstream(sites, index)
+def _entry_value(model: ir.Model, entries: Sequence[str | None], index: int) -> ir.Value | None:
+    name = entries[index] if index < len(entries) else None
+    if name is None:
+        return None
+    return next((v for n in model.graph for v in n.outputs if v.name == name), None)
+
+
+def _suffix_nodes(model: ir.Model, sites: list[AttentionSite], index: int,
+                  entries: Sequence[str | None]) -> set[ir.Node] | None:
+    after = downstream(sites, index, _entry_value(model, entries, index))
     return None if after is None else after | _constant_nodes(model)
 
 
-def cut_state(model: ir.Model, sites: list[AttentionSite], index: int, fetch: list[str]) -> list[str] | None:
+def cut_state(model: ir.Model, sites: list[AttentionSite], index: int, fetch: list[str],
+              entries: Sequence[str | None] = ()) -> list[str] | None:
     """The names of the values the suffix from site ``index`` reads from before the cut (graph inputs,
     weights and constants excluded: the suffix has those itself), then the values of ``fetch`` computed
     before the cut; None where the model cannot be cut there."""
-    after = _suffix_nodes(model, sites, index)
+    after = _suffix_nodes(model, sites, index, entries)
     if after is None:
         return None
     own = set(model.graph.inputs) | set(model.graph.initializers.values())
@@ -85,12 +131,12 @@ def cut_state(model: ir.Model, sites: list[AttentionSite], index: int, fetch: li
 
 
 def cut_suffix(model: ir.Model, sites: list[AttentionSite], index: int, fetch: list[str], record: list[str],
-               dtypes: dict[str, ir.DataType]) -> ir.Model:
+               dtypes: dict[str, ir.DataType], entries: Sequence[str | None] = ()) -> ir.Model:
     """``model`` (changed in place) as its suffix from site ``index``: the values of
-    ``cut_state(model, sites, index, fetch)`` become graph inputs (of ``dtypes``), the outputs are the
-    fetched values computed after the cut followed by ``record``'s values computed after it."""
-    after = _suffix_nodes(model, sites, index)
-    state = cut_state(model, sites, index, fetch)
+    ``cut_state(model, sites, index, fetch, entries)`` become graph inputs (of ``dtypes``), the outputs are
+    the fetched values computed after the cut followed by ``record``'s values computed after it."""
+    after = _suffix_nodes(model, sites, index, entries)
+    state = cut_state(model, sites, index, fetch, entries)
     if after is None or state is None:
         raise ValueError(f"the model cannot be cut before site {index}")
     values = {v.name: v for n in model.graph for v in n.outputs}
@@ -109,15 +155,16 @@ def cut_suffix(model: ir.Model, sites: list[AttentionSite], index: int, fetch: l
 
 
 def cut_model(model: ir.Model, sites: list[AttentionSite], start: int | None, fetch: list[str],
-              dtypes: dict[str, ir.DataType]) -> dict[int, list[str]]:
+              dtypes: dict[str, ir.DataType], entries: Sequence[str | None] = ()) -> dict[int, list[str]]:
     """``model`` (changed in place) as its suffix from site ``start`` (None: the whole model), with the state
-    of every later cut where it can be cut added as outputs; returns those states, ``{cut: names}``."""
+    of every later cut where it can be cut added as outputs; returns those states, ``{cut: names}``.
+    ``entries``: each site's :func:`block_entry` in the unrewritten model (None: cut at its attention)."""
     first = 0 if start is None else start
     states = {i: names for i in range(first + 1, len(sites))
-              if (names := cut_state(model, sites, i, fetch)) is not None}
+              if (names := cut_state(model, sites, i, fetch, entries)) is not None}
     record = list(dict.fromkeys(n for names in states.values() for n in names))
     if start is not None:
-        cut_suffix(model, sites, start, fetch, record, dtypes)
+        cut_suffix(model, sites, start, fetch, record, dtypes, entries)
         return states
     values = {v.name: v for n in model.graph for v in n.outputs}
     present = {v.name for v in model.graph.outputs}
