@@ -15,7 +15,7 @@ import torch
 from google.protobuf.message import DecodeError
 
 from .._files import atomic_write
-from .._onnxruntime import cpu_session
+from .._onnxruntime import cpu_session, run_owned
 from ..errors import UnsupportedModelError, UsageError
 from ..images import load_image, photo_paths
 from ..layout import Layout
@@ -168,7 +168,7 @@ class OnnxModel(ViTModel):
     def file_runner(self) -> Callable[[torch.Tensor], torch.Tensor]:
         session = self.original_session()
         name, dtype = self.image_inputs[0].name, self.image_inputs[0].dtype.numpy()
-        return lambda x: torch.from_numpy(session.run(None, {name: x.numpy().astype(dtype)})[0])
+        return lambda x: torch.from_numpy(run_owned(session, None, {name: x.numpy().astype(dtype)})[0])
 
     def lower(self, layout: Layout | str, lowering: OnnxLowering = PORTABLE) -> Lowered:
         model, sites = self.copy()
@@ -255,11 +255,11 @@ class OnnxEvaluator:
 
     def model(self, layout: Layout | None):
         session = self._session(layout)
-        return lambda x: torch.from_numpy(session.run(None, self._feed(x))[0])
+        return lambda x: torch.from_numpy(run_owned(session, None, self._feed(x))[0])
 
     def outputs(self, layout: Layout | None, images: list[torch.Tensor]) -> list:
         if not self.taps:
             run = self.model(layout)
             return [run(x) for x in images]
         session = self._session(layout)
-        return [[torch.from_numpy(t) for t in session.run(self._fetch, self._feed(x))] for x in images]
+        return [[torch.from_numpy(t) for t in run_owned(session, self._fetch, self._feed(x))] for x in images]

@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-from .._onnxruntime import cpu_session
+from .._onnxruntime import cpu_session, run_owned
 from ..layout import Layout
 from ..passes.onnx.pipeline import SuffixCut, lower
 from ..passes.onnx.suffix import block_entry
@@ -79,7 +79,7 @@ class PrefixReuse:
         for x, known in zip(self.images, before):
             feed = {ev.input_name: x.numpy().astype(ev.dtype)}
             feed.update((k, v) for k, v in known.items() if k in wanted)
-            values = {**known, **dict(zip(names, session.run(None, feed)))}
+            values = {**known, **dict(zip(names, run_owned(session, None, feed)))}
             fetched = [torch.from_numpy(values[f]) for f in fetch]
             outputs.append(fetched if ev.taps else fetched[0])
             for cut, state in lowered.states.items():

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .._files import atomic_write
+from .._onnxruntime import run_owned
 from ..errors import RewriteError
 from .base import CompileSettings, Compiled, Target
 from .ort_providers import Chain
@@ -31,7 +32,7 @@ class OrtCompiled(Compiled):
     def __call__(self, *inputs):
         feed = {n: (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
                 for n, x in zip(self.names, inputs)}
-        outs = [torch.from_numpy(np.asarray(o)) for o in self.session.run(None, feed)]
+        outs = [torch.from_numpy(o) for o in run_owned(self.session, None, feed)]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def save(self, folder: Path) -> list[str]:
