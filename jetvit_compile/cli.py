@@ -160,7 +160,7 @@ _json = click.option("--json", "as_json", is_flag=True, help="Machine-readable o
 @click.option("--calib", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Photo folder [default: the bundled ImageNet sample, else scikit-image's photos].")
 @click.option("--target", default="auto", show_default=True, help="auto, tensorrt, tvm, onnxruntime, torch_compile or torch.")
-@click.option("--calib-images", default=2, show_default=True, type=click.IntRange(min=2), help="Photos the search scores on.")
+@click.option("--calib-images", default=4, show_default=True, type=click.IntRange(min=2), help="Photos the search scores on.")
 @click.option("--images", "held_out_images", default=8, show_default=True, type=click.IntRange(min=2),
               help="Held-out photos the table's fidelity is measured on.")
 @click.option("--repeat", default=5, show_default=True, type=click.IntRange(min=1), help="Timed runs per model (median reported).")

@@ -39,7 +39,7 @@ DEFAULT_SIZE = 1036
 # validation photos raised the target by their noise (measured: to 1.0). The search times its layout once;
 # the table times each model ``repeat`` times.
 SEARCH_BUDGET = {"beam": 1, "max_evaluations": 10, "validation": 0, "repeat": 1}
-DEFAULT_CALIB_IMAGES = 2
+DEFAULT_CALIB_IMAGES = 4  # 2 met the target on its photos (0.9977) but not on held-out ones (0.971)
 
 
 def _default_ladder(size: int) -> list[str]:
