@@ -22,7 +22,7 @@ import torch
 from .._onnxruntime import cpu_session, run_owned
 from ..layout import Layout
 from ..passes.onnx.pipeline import SuffixCut, lower
-from ..passes.onnx.suffix import block_entry
+from ..passes.onnx.suffix import block_entries
 from ..passes.taps import inside_replaced_attention
 from .base import ReuseStats
 
@@ -56,7 +56,7 @@ class PrefixReuse:
         self.stats = ReuseStats()
         self._next = 0
         tapped = evaluator.tapped  # where each block is cut (its residual stream), found once
-        self.entries = tuple(block_entry(tapped.prepared, tapped.sites, i) for i in range(len(tapped.sites)))
+        self.entries = block_entries(tapped.prepared, tapped.sites)
 
     def __call__(self, layout: Layout | str) -> list:
         layout = Layout.coerce(layout)

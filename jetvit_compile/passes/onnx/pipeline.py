@@ -45,7 +45,7 @@ class SuffixCut:
     start: int | None
     fetch: tuple[str, ...]
     dtypes: dict[str, ir.DataType] = dataclasses.field(default_factory=dict)
-    entries: tuple[str | None, ...] = ()  # each site's block entry (suffix.block_entry), found once per model
+    entries: tuple[str | None, ...] = ()  # each site's block entry (suffix.block_entries), found once per model
 
 
 @dataclasses.dataclass

@@ -5,15 +5,15 @@ attention depends only on the layout's choices at sites ``0 .. c-1``. Two layout
 the same values up to the cut; the second needs only the *suffix*: every node downstream of site ``c``'s
 block, with the values it reads from before the cut (the residual stream entering the block, features a
 decoder took earlier) as graph inputs. The block's entry is the one value every path from the model's input
-to the site's q, k and v passes through, nearest to them (:func:`block_entry`: the residual stream before the
+to the site's q, k and v passes through, nearest to them (:func:`block_entries`: the residual stream before the
 norm in a pre-norm ViT); where there is none (e.g. RoPE tables computed from the input's shape), the cut is at
 the attention itself and its q, k, v are the state. The search scores many such
 layouts (each site alone in the sensitivity scan, one site moved per beam step); what it reuses is
 :mod:`...frontend.onnx_prefix_reuse`'s business, this module only cuts.
 
 ``cut_state(model, sites, c, fetch, entries)`` names the values at cut ``c`` (what the suffix reads, and any fetched
-value computed before the cut); ``cut_suffix(model, sites, c, record)`` turns ``model`` into the suffix in place,
-with the values named in ``record`` (the states of later cuts) added as outputs.
+value computed before the cut); ``cut_model(model, sites, c, fetch, dtypes, entries)`` turns ``model`` into the
+suffix in place, with the states of later cuts added as outputs.
 """
 from __future__ import annotations
 
@@ -34,12 +34,18 @@ def _site_values(site: AttentionSite) -> list[ir.Value]:
     return [v for v in (h.q, h.k, h.k_transposed, h.v) if v is not None]
 
 
-def block_entry(model: ir.Model, sites: list[AttentionSite], index: int) -> str | None:
+def block_entries(model: ir.Model, sites: list[AttentionSite]) -> tuple[str | None, ...]:
+    """Each site's :func:`_block_entry` in ``model`` (the unrewritten one)."""
+    constants = _constant_nodes(model)
+    order = {node: i for i, node in enumerate(model.graph)}
+    return tuple(_block_entry(sites, i, constants, order) for i in range(len(sites)))
+
+
+def _block_entry(sites: list[AttentionSite], index: int, constants: set[ir.Node],
+                 order: dict[ir.Node, int]) -> str | None:
     """The value site ``index``'s block is best cut at: among the values its q, k, v are computed from since
     the previous site, the one whose suffix reads the fewest values from before it (the residual stream
     entering the block, in a pre-norm ViT), the nearest on a tie; None where none gives a valid cut."""
-    constants = _constant_nodes(model)
-    order = {node: i for i, node in enumerate(model.graph)}
     since = downstream(sites, index - 1) if index > 0 else None
     region, todo = set(), [v.producer() for v in _site_values(sites[index])]
     while todo:
@@ -96,27 +102,14 @@ def _constant_nodes(model: ir.Model) -> set[ir.Node]:
     return found
 
 
-def _entry_value(model: ir.Model, entries: Sequence[str | None], index: int) -> ir.Value | None:
+def _suffix_nodes(sites: list[AttentionSite], index: int, entries: Sequence[str | None],
+                  constants: set[ir.Node], values: dict[str, ir.Value]) -> set[ir.Node] | None:
     name = entries[index] if index < len(entries) else None
-    if name is None:
-        return None
-    return next((v for n in model.graph for v in n.outputs if v.name == name), None)
+    after = downstream(sites, index, values.get(name) if name is not None else None)
+    return None if after is None else after | constants
 
 
-def _suffix_nodes(model: ir.Model, sites: list[AttentionSite], index: int,
-                  entries: Sequence[str | None]) -> set[ir.Node] | None:
-    after = downstream(sites, index, _entry_value(model, entries, index))
-    return None if after is None else after | _constant_nodes(model)
-
-
-def cut_state(model: ir.Model, sites: list[AttentionSite], index: int, fetch: list[str],
-              entries: Sequence[str | None] = ()) -> list[str] | None:
-    """The names of the values the suffix from site ``index`` reads from before the cut (graph inputs,
-    weights and constants excluded: the suffix has those itself), then the values of ``fetch`` computed
-    before the cut; None where the model cannot be cut there."""
-    after = _suffix_nodes(model, sites, index, entries)
-    if after is None:
-        return None
+def _state(model: ir.Model, after: set[ir.Node], fetch: list[str]) -> list[str]:
     own = set(model.graph.inputs) | set(model.graph.initializers.values())
     state: dict[str, None] = {}
     for node in model.graph:
@@ -130,16 +123,24 @@ def cut_state(model: ir.Model, sites: list[AttentionSite], index: int, fetch: li
     return list(state)
 
 
-def cut_suffix(model: ir.Model, sites: list[AttentionSite], index: int, fetch: list[str], record: list[str],
-               dtypes: dict[str, ir.DataType], entries: Sequence[str | None] = ()) -> ir.Model:
-    """``model`` (changed in place) as its suffix from site ``index``: the values of
-    ``cut_state(model, sites, index, fetch, entries)`` become graph inputs (of ``dtypes``), the outputs are
-    the fetched values computed after the cut followed by ``record``'s values computed after it."""
-    after = _suffix_nodes(model, sites, index, entries)
-    state = cut_state(model, sites, index, fetch, entries)
-    if after is None or state is None:
-        raise ValueError(f"the model cannot be cut before site {index}")
-    values = {v.name: v for n in model.graph for v in n.outputs}
+def _values(model: ir.Model) -> dict[str, ir.Value]:
+    return {v.name: v for n in model.graph for v in n.outputs}
+
+
+def cut_state(model: ir.Model, sites: list[AttentionSite], index: int, fetch: list[str],
+              entries: Sequence[str | None] = ()) -> list[str] | None:
+    """The names of the values the suffix from site ``index`` reads from before the cut (graph inputs,
+    weights and constants excluded: the suffix has those itself), then the values of ``fetch`` computed
+    before the cut; None where the model cannot be cut there."""
+    after = _suffix_nodes(sites, index, entries, _constant_nodes(model), _values(model))
+    return None if after is None else _state(model, after, fetch)
+
+
+def _cut_suffix(model: ir.Model, after: set[ir.Node], state: list[str], values: dict[str, ir.Value],
+                fetch: list[str], record: list[str], dtypes: dict[str, ir.DataType]) -> None:
+    """``model`` (changed in place) as the suffix of nodes ``after``: the values of ``state`` become graph
+    inputs (of ``dtypes``), the outputs are the fetched values computed after the cut followed by
+    ``record``'s values computed after it."""
     made_after = {v.name for n in after for v in n.outputs}
     model.graph.outputs[:] = [values[name] for name in dict.fromkeys([*fetch, *record]) if name in made_after]
     for name in state:
@@ -151,22 +152,28 @@ def cut_suffix(model: ir.Model, sites: list[AttentionSite], index: int, fetch: l
         model.graph.inputs.append(new)
     model.graph.remove([n for n in model.graph if n not in after], safe=False)
     RemoveUnusedNodesPass()(model)
-    return model
 
 
 def cut_model(model: ir.Model, sites: list[AttentionSite], start: int | None, fetch: list[str],
               dtypes: dict[str, ir.DataType], entries: Sequence[str | None] = ()) -> dict[int, list[str]]:
     """``model`` (changed in place) as its suffix from site ``start`` (None: the whole model), with the state
     of every later cut where it can be cut added as outputs; returns those states, ``{cut: names}``.
-    ``entries``: each site's :func:`block_entry` in the unrewritten model (None: cut at its attention)."""
+    ``entries``: each site's block entry in the unrewritten model (:func:`block_entries`; None: cut at its
+    attention)."""
+    constants, values = _constant_nodes(model), _values(model)  # once: every cut reads them
     first = 0 if start is None else start
-    states = {i: names for i in range(first + 1, len(sites))
-              if (names := cut_state(model, sites, i, fetch, entries)) is not None}
+    states = {}
+    for i in range(first + 1, len(sites)):
+        after = _suffix_nodes(sites, i, entries, constants, values)
+        if after is not None:
+            states[i] = _state(model, after, fetch)
     record = list(dict.fromkeys(n for names in states.values() for n in names))
     if start is not None:
-        cut_suffix(model, sites, start, fetch, record, dtypes, entries)
+        after = _suffix_nodes(sites, start, entries, constants, values)
+        if after is None:
+            raise ValueError(f"the model cannot be cut before site {start}")
+        _cut_suffix(model, after, _state(model, after, fetch), values, fetch, record, dtypes)
         return states
-    values = {v.name: v for n in model.graph for v in n.outputs}
     present = {v.name for v in model.graph.outputs}
     model.graph.outputs.extend(values[n] for n in record if n not in present)
     return states
