@@ -62,7 +62,9 @@ def test_route_and_global_counts_over_the_grid_are_refused(text, why):
                                            (dict(budget_ms=math.inf), "budget"),
                                            (dict(budget_ms=math.nan), "budget"),
                                            (dict(budget_ms=0), "budget"),
-                                           (dict(min_fidelity=0.9, variants=()), "variants is empty")])
+                                           (dict(min_fidelity=0.9, variants=()), "variants is empty"),
+                                           (dict(min_fidelity=0.9, reuse_mb=-1), "reuse-mb"),
+                                           (dict(min_fidelity=0.9, reuse_mb=1.5), "reuse-mb")])
 def test_search_settings_no_search_can_mean_are_refused(kwargs, match):
     with pytest.raises(UsageError, match=match):
         SearchSettings(**kwargs)
