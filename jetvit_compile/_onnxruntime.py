@@ -25,12 +25,18 @@ def installed():
     return ort
 
 
-def cpu_session(blob: bytes, needed_for: str = "running an ONNX model"):
-    """An ONNX Runtime session of the serialized model ``blob`` on the CPU provider, quiet on stderr."""
+def cpu_session(blob: bytes, needed_for: str = "running an ONNX model", weights: dict | None = None):
+    """An ONNX Runtime session of the serialized model ``blob`` on the CPU provider, quiet on stderr.
+    ``weights``: the initializers ``blob`` leaves out, by name (:mod:`.passes.onnx.weights_apart`)."""
     ort = onnxruntime(needed_for)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # no per-session warnings on stderr
-    return ort.InferenceSession(blob, options, providers=[CPU_EP])
+    values = [ort.OrtValue.ortvalue_from_numpy(array) for array in (weights or {}).values()]
+    if values:
+        options.add_external_initializers(list(weights), values)
+    session = ort.InferenceSession(blob, options, providers=[CPU_EP])
+    session._weights_apart = (weights, values)  # ONNX Runtime may read the arrays in place: they live as long
+    return session
 
 
 def run_owned(session, names, feed) -> list:

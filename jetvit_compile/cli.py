@@ -10,7 +10,12 @@ import sys
 
 import click
 
+from . import main_job as _main_job
 from .errors import JetViTError
+from .search.settings import SearchSettings
+
+# the defaults shown and used are the settings' own (written once, there); the package is imported anyway
+_SEARCH = SearchSettings()
 
 
 def _debug() -> bool:
@@ -153,17 +158,19 @@ _json = click.option("--json", "as_json", is_flag=True, help="Machine-readable o
 
 
 @main.command()
-@click.option("--size", default=1036, show_default=True, type=click.IntRange(min=14), help="Input height and width in pixels (multiple of 14).")
-@click.option("--min-fidelity", default=0.98, show_default=True, type=float,
+@click.option("--size", default=_main_job.DEFAULT_SIZE, show_default=True, type=click.IntRange(min=14), help="Input height and width in pixels (multiple of 14).")
+@click.option("--min-fidelity", default=_main_job.DEFAULT_MIN_FIDELITY, show_default=True, type=float,
               help="Least mean Pearson correlation of the saliency output the searched layout keeps.")
 @click.option("--layout", "layouts", multiple=True, help="Compare this layout instead of searching one (repeatable).")
 @click.option("--calib", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Photo folder [default: the bundled ImageNet sample, else scikit-image's photos].")
 @click.option("--target", default="auto", show_default=True, help="auto, tensorrt, tvm, onnxruntime, torch_compile or torch.")
-@click.option("--calib-images", default=4, show_default=True, type=click.IntRange(min=2), help="Photos the search scores on.")
-@click.option("--images", "held_out_images", default=8, show_default=True, type=click.IntRange(min=2),
+@click.option("--calib-images", default=_main_job.DEFAULT_CALIB_IMAGES, show_default=True, type=click.IntRange(min=2),
+              help="Photos the search scores on.")
+@click.option("--images", "held_out_images", default=_main_job.DEFAULT_HELD_OUT_IMAGES, show_default=True, type=click.IntRange(min=2),
               help="Held-out photos the table's fidelity is measured on.")
-@click.option("--repeat", default=5, show_default=True, type=click.IntRange(min=1), help="Timed runs per model (median reported).")
+@click.option("--repeat", default=_main_job.DEFAULT_REPEAT, show_default=True, type=click.IntRange(min=1),
+              help="Timed runs per model (median reported).")
 @click.option("-o", "--output", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Folder for the layout and the report [default: jetvit-demo-SIZE].")
 @_json
@@ -415,22 +422,23 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
 @click.option("--quantize", default=None, type=click.Choice(["int8"]),
               help="ONNX files: score every layout with its linear layers in int8 (as compile --quantize int8 "
                    "builds it), so the target holds for the quantized model.")
-@click.option("--calib-images", default=4, show_default=True, type=click.IntRange(min=2), help="Photos the search scores on.")
-@click.option("--held-out-images", default=8, show_default=True, type=click.IntRange(min=2), help="Photos the result is judged on.")
-@click.option("--beam", default=2, show_default=True, type=click.IntRange(min=1), help="Layouts kept per step.")
-@click.option("--max-evaluations", default=200, show_default=True, type=click.IntRange(min=1))
-@click.option("--reuse-mb", default=3072, show_default=True, type=click.IntRange(min=0),
+@click.option("--calib-images", default=_SEARCH.max_calibration, show_default=True, type=click.IntRange(min=2),
+              help="Photos the search scores on.")
+@click.option("--held-out-images", default=_SEARCH.max_held_out, show_default=True, type=click.IntRange(min=2), help="Photos the result is judged on.")
+@click.option("--beam", default=_SEARCH.beam, show_default=True, type=click.IntRange(min=1), help="Layouts kept per step.")
+@click.option("--max-evaluations", default=_SEARCH.max_evaluations, show_default=True, type=click.IntRange(min=1))
+@click.option("--reuse-mb", default=_SEARCH.reuse_mb, show_default=True, type=click.IntRange(min=0),
               help="ONNX files: memory for activations kept between scored layouts, so that each runs only from "
                    "its first site that differs from one already run (0: run every layout whole).")
 @click.option("--report", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Folder for report.md, pareto.png, sensitivity.png [default: <output stem>-report].")
-@click.option("--transfer-steps", default=150, show_default=True, type=click.IntRange(min=0),
+@click.option("--transfer-steps", default=_SEARCH.transfer_steps, show_default=True, type=click.IntRange(min=0),
               help="Learned variants (linear:hedgehog, linear:jetvit, +learned windows): stage 1 steps per site.")
-@click.option("--distill-steps", default=100, show_default=True, type=click.IntRange(min=0),
+@click.option("--distill-steps", default=_SEARCH.distill_steps, show_default=True, type=click.IntRange(min=0),
               help="Stage 2 steps on the chosen layout when it has learned sites (0: skip).")
 @click.option("--train-shape", "train_shapes", default=None, metavar="NAME:1x3xHxW",
               help="ONNX files: run stage 2 at this input size (its parameters carry over to the deploy size).")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+@click.option("--device", default=_SEARCH.device, show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Where the learned stages train.")
 @click.option("--verbose", is_flag=True, help="Log every layout scored instead of one progress bar.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str), help="Layout JSON to write.")
@@ -445,7 +453,6 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
 
     from .layout import compact
     from .search.run import search as run_search
-    from .search.settings import SearchSettings
 
     report = report or str(Path(output).with_name(Path(output).stem + "-report"))
     settings = SearchSettings(

@@ -449,3 +449,20 @@ def test_pt2_of_a_hugging_face_model_in_a_fresh_process(pt2):
     assert "Traceback" not in result.stderr
     assert result.returncode == 0, result.stderr[-500:]
     assert len(_rows(result.stdout)) == 2
+
+
+def test_the_commands_defaults_are_the_settings_own():
+    """The search command shows and uses SearchSettings' defaults, the demo the main job's: one place each."""
+    from jetvit_compile import main_job
+    from jetvit_compile.cli import demo, search
+    from jetvit_compile.search.settings import SearchSettings
+
+    s = SearchSettings()
+    found = {p.name: p.default for p in search.params}
+    assert found["calib_images"] == s.max_calibration and found["held_out_images"] == s.max_held_out
+    assert (found["beam"], found["max_evaluations"], found["reuse_mb"]) == (s.beam, s.max_evaluations, s.reuse_mb)
+    assert (found["transfer_steps"], found["distill_steps"], found["device"]) == (s.transfer_steps, s.distill_steps, s.device)
+    found = {p.name: p.default for p in demo.params}
+    assert (found["size"], found["min_fidelity"], found["calib_images"], found["held_out_images"], found["repeat"]) == (
+        main_job.DEFAULT_SIZE, main_job.DEFAULT_MIN_FIDELITY, main_job.DEFAULT_CALIB_IMAGES,
+        main_job.DEFAULT_HELD_OUT_IMAGES, main_job.DEFAULT_REPEAT)

@@ -131,12 +131,12 @@ class OnnxModel(ViTModel):
         self.grid = grid
         sites, refused = find_attention(self.prepared, grid)
         super().__init__(sites, refused, path)
-        self._blob = serialize(self.prepared)
         self._original_blob: bytes | None = None
 
     def copy(self) -> tuple[ir.Model, list]:
-        """A fresh copy of the prepared model and its sites rebound to it (nothing found again)."""
-        model = ir.serde.deserialize_model(onnx.ModelProto.FromString(self._blob))
+        """A fresh copy of the prepared model (its graph; the weights are shared, never changed in place) and its
+        sites rebound to it (nothing found again)."""
+        model = self.prepared.clone()
         return model, rebind_sites(self.require_sites(), model)
 
     @property
@@ -242,13 +242,15 @@ class OnnxEvaluator:
 
         return PrefixReuse(self, images, max_bytes) if max_bytes > 0 else WholeRuns(self, images)
 
-    def _session(self, layout: Layout | None):
+    def _session(self, layout: Layout | None, weights_apart: bool = False):
+        """``weights_apart`` for scoring: the session reads the original's weights in place (what it computes is
+        the same; sessions that are timed get the whole model, as a deployed one is)."""
         if layout is None:
             return self.tapped.original_session()
         model, sites = self.tapped.copy()
-        lowered = lower(model, layout, self.lowering, sites)
+        lowered = lower(model, layout, self.lowering, sites, weights_apart=weights_apart)
         check_onnx_taps_kept(lowered.model, self.taps, self._fetch or [])
-        return cpu_session(lowered.blob)
+        return cpu_session(lowered.blob, weights=lowered.weights)
 
     def _feed(self, x: torch.Tensor) -> dict:
         return {self.input_name: x.numpy().astype(self.dtype)}
@@ -258,8 +260,7 @@ class OnnxEvaluator:
         return lambda x: torch.from_numpy(run_owned(session, None, self._feed(x))[0])
 
     def outputs(self, layout: Layout | None, images: list[torch.Tensor]) -> list:
+        session = self._session(layout, weights_apart=True)
         if not self.taps:
-            run = self.model(layout)
-            return [run(x) for x in images]
-        session = self._session(layout)
+            return [torch.from_numpy(run_owned(session, None, self._feed(x))[0]) for x in images]
         return [[torch.from_numpy(t) for t in run_owned(session, self._fetch, self._feed(x))] for x in images]

@@ -68,8 +68,8 @@ class PrefixReuse:
         model, sites = ev.tapped.copy()
         dtypes = {name: ir.DataType.from_numpy(value.dtype) for name, value in before[0].items()}
         cut = SuffixCut(start if source else None, tuple(fetch), dtypes, self.entries)
-        lowered = lower(model, layout, ev.lowering, sites, cut=cut)
-        session = cpu_session(lowered.blob)
+        lowered = lower(model, layout, ev.lowering, sites, cut=cut, weights_apart=True)
+        session = cpu_session(lowered.blob, weights=lowered.weights)
         names = [o.name for o in session.get_outputs()]
         lost = [tap for tap, f in zip(ev.taps, fetch) if f not in names and f not in before[0]]
         if lost:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx_ir as ir
 
 from ...layout import Layout
@@ -18,6 +19,7 @@ from ...sites import AttentionSite
 from .quantize import check_scheme, quantize_linear_layers
 from .rewrite import Spliced, rewrite_onnx
 from .suffix import cut_model
+from .weights_apart import serialize_weights_apart
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,16 +53,19 @@ class SuffixCut:
 @dataclasses.dataclass
 class Lowered:
     model: ir.Model  # before quantization (the float graph the blocks were spliced into)
-    blob: bytes  # the serialized result of every pass
+    blob: bytes  # the serialized result of every pass (without ``weights``, when they were kept apart)
     counts: dict[str, int]  # {pass: sites or layers changed}, in pipeline order
     spliced: list[Spliced]  # what the rewrite put where (for the numerical check)
     states: dict[int, list[str]] = dataclasses.field(default_factory=dict)  # with a cut: {later cut: its values}
+    weights: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # initializers not in ``blob``
 
 
 def lower(model: ir.Model, layout: Layout | str, lowering: OnnxLowering = PORTABLE,
           sites: list[AttentionSite] | None = None, grid: tuple[int, int] | None = None,
-          cut: SuffixCut | None = None) -> Lowered:
-    """Run the pipeline on ``model`` (changed in place; ``sites``: its sites, when already found)."""
+          cut: SuffixCut | None = None, weights_apart: bool = False) -> Lowered:
+    """Run the pipeline on ``model`` (changed in place; ``sites``: its sites, when already found).
+    ``weights_apart``: for a session only (never a file), the large initializers stay out of the bytes, in
+    ``Lowered.weights`` (not with int8, which rewrites them)."""
     layout = Layout.coerce(layout)
     model, counts, spliced = rewrite_onnx(model, layout, grid, lowering.ort_kernels, sites)
     if lowering.ort_kernels:
@@ -70,7 +75,11 @@ def lower(model: ir.Model, layout: Layout | str, lowering: OnnxLowering = PORTAB
         if sites is None:
             raise ValueError("a cut needs the model's sites")
         states = cut_model(model, sites, cut.start, list(cut.fetch), cut.dtypes, cut.entries)
-    blob = ir.serde.serialize_model(model).SerializeToString()
+    weights = {}
+    if weights_apart and not lowering.quantize:
+        blob, weights = serialize_weights_apart(model)
+    else:
+        blob = ir.serde.serialize_model(model).SerializeToString()
     if lowering.quantize:
         blob, counts["to_int8"] = quantize_linear_layers(blob, lowering.quantize)
-    return Lowered(model, blob, counts, spliced, states)
+    return Lowered(model, blob, counts, spliced, states, weights)

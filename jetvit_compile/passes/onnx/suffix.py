@@ -152,6 +152,10 @@ def _cut_suffix(model: ir.Model, after: set[ir.Node], state: list[str], values: 
         model.graph.inputs.append(new)
     model.graph.remove([n for n in model.graph if n not in after], safe=False)
     RemoveUnusedNodesPass()(model)
+    read = {v.name for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.inputs if v is not None}
+    read.update(v.name for v in model.graph.outputs)
+    for name in [n for n in model.graph.initializers if n not in read]:  # the prefix's weights
+        model.graph.initializers.pop(name)
 
 
 def cut_model(model: ir.Model, sites: list[AttentionSite], start: int | None, fetch: list[str],
