@@ -460,6 +460,7 @@ def test_the_commands_defaults_are_the_settings_own():
     s = SearchSettings()
     found = {p.name: p.default for p in search.params}
     assert found["calib_images"] == s.max_calibration and found["held_out_images"] == s.max_held_out
+    assert found["validation_images"] == s.validation
     assert (found["beam"], found["max_evaluations"], found["reuse_mb"]) == (s.beam, s.max_evaluations, s.reuse_mb)
     assert (found["transfer_steps"], found["distill_steps"], found["device"]) == (s.transfer_steps, s.distill_steps, s.device)
     found = {p.name: p.default for p in demo.params}

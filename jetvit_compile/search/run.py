@@ -184,7 +184,8 @@ def search(
         say(f"search: stage 1, attention transfer of {', '.join(map(str, learned_rungs(ladder)))} at every site on "
             f"the {len(calib_paths)} calibration photos")
     transfer = stage1(vit, ladder, calib_images, s, stage_folder / "stage1" if stage_folder else None)
-    say(f"search: {len(sites)} sites, {len(calib_paths)} calibration / {len(held_paths)} held-out photos, "
+    checked = f" / {len(validation_paths)} validation" if validation_paths else ""
+    say(f"search: {len(sites)} sites, {len(calib_paths)} calibration{checked} / {len(held_paths)} held-out photos, "
         f"variants {', '.join(map(str, ladder))}, latency from the {backend} profile"
         + (f", fidelity on the taps {', '.join(evaluator.taps)}" if evaluator.taps else ""))
 

@@ -82,6 +82,10 @@ class SearchSettings:
         r = self.reuse_mb
         if isinstance(r, bool) or not isinstance(r, int) or r < 0:
             problems.append(f"--reuse-mb is a memory size in MiB, 0 or more; got {r!r}")
+        v = self.validation
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v == 1:
+            problems.append(f"--validation-images is a number of photos, 2 or more to check the layout found on "
+                            f"(0: no check); got {v!r}")
         if problems:
             raise UsageError("; ".join(problems))
 

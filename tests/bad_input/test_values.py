@@ -64,13 +64,17 @@ def test_route_and_global_counts_over_the_grid_are_refused(text, why):
                                            (dict(budget_ms=0), "budget"),
                                            (dict(min_fidelity=0.9, variants=()), "variants is empty"),
                                            (dict(min_fidelity=0.9, reuse_mb=-1), "reuse-mb"),
-                                           (dict(min_fidelity=0.9, reuse_mb=1.5), "reuse-mb")])
+                                           (dict(min_fidelity=0.9, reuse_mb=1.5), "reuse-mb"),
+                                           (dict(min_fidelity=0.9, validation=1), "validation-images"),
+                                           (dict(min_fidelity=0.9, validation=-2), "validation-images")])
 def test_search_settings_no_search_can_mean_are_refused(kwargs, match):
     with pytest.raises(UsageError, match=match):
         SearchSettings(**kwargs)
 
 
-def test_cli_empty_variants_is_refused(tmp_path):
+@pytest.mark.parametrize("option, value, why", [("--variants", "", "variants is empty"),
+                                                ("--validation-images", "1", "validation-images is a number of photos")])
+def test_cli_search_values_no_search_can_mean_are_refused(tmp_path, option, value, why):
     from click.testing import CliRunner
 
     from jetvit_compile.cli import main
@@ -80,8 +84,8 @@ def test_cli_empty_variants_is_refused(tmp_path):
     model = tiny_vit_file(tmp_path)
     (tmp_path / "photos").mkdir()
     line = error_line(CliRunner().invoke(main, ["search", str(model), "--calib", str(tmp_path / "photos"), "--min-fidelity",
-                                                "0.9", "--variants", "", "-o", str(tmp_path / "l.json")]), 2)
-    assert "variants is empty" in line
+                                                "0.9", option, value, "-o", str(tmp_path / "l.json")]), 2)
+    assert why in line and not (tmp_path / "l.json").exists()
 
 
 def test_linear_jetvit_without_parameters_warns_that_it_is_relu_linear_attention():
