@@ -71,6 +71,12 @@ def is_no_mask(value: ir.Value | None) -> bool:
     return bool(array.all()) if array.dtype == bool else not array.any()
 
 
+def names_read(graph: ir.Graph) -> set[str]:
+    """The names of the values some node (subgraphs included) reads, and of the graph's outputs."""
+    read = {v.name for node in ir.traversal.RecursiveGraphIterator(graph) for v in node.inputs if v is not None}
+    return read | {v.name for v in graph.outputs}
+
+
 def fmt(dims: Dims | None) -> str:
     return "[" + ",".join("?" if d is None else str(d) for d in dims) + "]" if dims else "[?]"
 

@@ -23,6 +23,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from ...sites import AttentionSite
+from ._graph_facts import names_read
 
 
 def _site_readers(site: AttentionSite) -> list[ir.Node]:
@@ -152,8 +153,7 @@ def _cut_suffix(model: ir.Model, after: set[ir.Node], state: list[str], values: 
         model.graph.inputs.append(new)
     model.graph.remove([n for n in model.graph if n not in after], safe=False)
     RemoveUnusedNodesPass()(model)
-    read = {v.name for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.inputs if v is not None}
-    read.update(v.name for v in model.graph.outputs)
+    read = names_read(model.graph)
     for name in [n for n in model.graph.initializers if n not in read]:  # the prefix's weights
         model.graph.initializers.pop(name)
 

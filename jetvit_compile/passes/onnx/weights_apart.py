@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from ._graph_facts import names_read
+
 MIN_BYTES = 4096  # smaller tensors stay in the bytes: handing them over costs more than it saves
 _PLACEHOLDER = "jetvit-weights-apart"  # the location every left-out tensor names; never read as a file
 
@@ -30,8 +32,7 @@ def serialize_weights_apart(model: ir.Model) -> tuple[bytes, dict[str, np.ndarra
     weights: dict[str, np.ndarray] = {}
     swapped: list[tuple[ir.Value, ir.TensorProtocol]] = []
     # ONNX Runtime drops initializers nothing reads before it takes the ones handed over: those stay inline
-    read = {v.name for node in ir.traversal.RecursiveGraphIterator(model.graph) for v in node.inputs if v is not None}
-    read.update(v.name for v in model.graph.outputs)
+    read = names_read(model.graph)
     try:
         for name, value in model.graph.initializers.items():
             tensor = value.const_value
