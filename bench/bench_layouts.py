@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import platform
 import re
@@ -80,9 +81,16 @@ def over_quantized_baseline(rows: list[LayoutResult], twins: list[int]) -> list[
     return [dataclasses.replace(r, speedup=r.speedup / base) if i in twins else r for i, r in enumerate(rows)]
 
 
+MAX_STEM = 100  # file names stop at 255 bytes; a 12-site layout written out is longer
+
+
 def file_stem(layout: str) -> str:
-    """A file name for an inline layout: ``window:15+pool:4;full@7,8`` -> ``window15_pool4__full_at_7-8``."""
-    return re.sub(r"[^\w-]", "", layout.replace("+", "_").replace(";", "__").replace("@", "_at_").replace(",", "-"))
+    """A file name for an inline layout: ``window:15+pool:4;full@7,8`` -> ``window15_pool4__full_at_7-8``; a long
+    one cut, with a hash of the whole so that two layouts never share a name."""
+    stem = re.sub(r"[^\w-]", "", layout.replace("+", "_").replace(";", "__").replace("@", "_at_").replace(",", "-"))
+    if len(stem) <= MAX_STEM:
+        return stem
+    return f"{stem[:MAX_STEM - 9]}-{hashlib.sha1(layout.encode()).hexdigest()[:8]}"
 
 
 def main() -> None:

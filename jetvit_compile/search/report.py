@@ -85,13 +85,21 @@ def _figure_curve(curve: list[float], path: Path) -> None:
     plt.close(fig)
 
 
+def _cell(text: str) -> str:
+    """``text`` inside a Markdown table cell: its ``|`` (a compact layout's separator) escaped."""
+    return text.replace("|", "\\|")
+
+
 def _markdown(outcome, pareto_png: str, heat_png: str) -> str:
     r = outcome.result
     layout = str(outcome.layout)
     lines = [
         "# JetViT attention search",
         "",
-        f"**Chosen layout** ({'meets the target' if r.reached else 'target NOT met, best found'}): `{layout}`",
+        f"**Chosen layout** ({'meets the target' if r.reached else 'target NOT met, best found'}): "
+        f"`{compact(outcome.layout)}`",
+        "",
+        f"In full (what `--layout` takes; the layout file holds it too): `{layout}`",
         "",
         r.message + ".",
         "",
@@ -101,8 +109,9 @@ def _markdown(outcome, pareto_png: str, heat_png: str) -> str:
            else "first output."),
         f"Calibration photos ({len(outcome.calibration)}): {', '.join(outcome.calibration)}.",
         f"Held-out photos ({len(outcome.held_out_photos)}, never seen by the search): {', '.join(outcome.held_out_photos)}.",
-        *([f"Validation photos ({len(outcome.validation_photos)}, the found layout checked on them, never scored on): "
-           + "; ".join(f"{compact(k.split(','))} {v:.4f}" for k, v in outcome.validation.items()) + "."]
+        *([f"Validation photos ({len(outcome.validation_photos)}, never scored on): {', '.join(outcome.validation_photos)}.",
+           "The layouts found, checked on them (in the order found): "
+           + "; ".join(f"`{compact(k.split(','))}` {v:.4f}" for k, v in outcome.validation.items()) + "."]
           if outcome.validation else []),
         *[f"{n}" for n in outcome.notes],
         "",
@@ -125,7 +134,7 @@ def _markdown(outcome, pareto_png: str, heat_png: str) -> str:
 
     lines.append(row("original, as given", "original", 1.0))
     lines.append(row(outcome.baseline, outcome.baseline, outcome.held_out.get(full, 1.0)))
-    lines.append(row(f"`{layout}`", layout, outcome.held_out[layout]))
+    lines.append(row(f"`{_cell(compact(outcome.layout))}`", layout, outcome.held_out[layout]))
     for text, fid in outcome.held_out.items():
         if text not in shown:
             lines.append(f"| `{text.split(',')[0]}` everywhere | {fid:.4f} | | | |")
@@ -149,7 +158,7 @@ def _markdown(outcome, pareto_png: str, heat_png: str) -> str:
                   f"{d.loss_before:.4f} -> {d.loss_after:.4f}.", "", "![stage 2 loss curve](stage2_loss.png)"]
     lines += ["", "## Every layout scored", "", "| step | layout | fidelity (calibration) | predicted ms |", "|---:|---|---:|---:|"]
     for e in r.evaluated:
-        lines.append(f"| {e.step} | `{','.join(e.choices)}` | {e.fidelity:.4f} | {e.predicted_ms:.1f} |")
+        lines.append(f"| {e.step} | `{_cell(compact(e.choices))}` | {e.fidelity:.4f} | {e.predicted_ms:.1f} |")
     return "\n".join(lines) + "\n"
 
 

