@@ -427,7 +427,8 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
 @click.option("--validation-images", default=_SEARCH.validation, show_default=True, type=click.IntRange(min=0),
               help="Photos beside the calibration ones, never scored on, that check the layout found; when it "
                    "misses --min-fidelity there, the search runs again with the target raised by the gap (0: no check).")
-@click.option("--held-out-images", default=_SEARCH.max_held_out, show_default=True, type=click.IntRange(min=2), help="Photos the result is judged on.")
+@click.option("--held-out-images", default=_SEARCH.max_held_out, show_default=True, type=click.IntRange(min=2),
+              help="Photos the result is judged on.")
 @click.option("--beam", default=_SEARCH.beam, show_default=True, type=click.IntRange(min=1), help="Layouts kept per step.")
 @click.option("--max-evaluations", default=_SEARCH.max_evaluations, show_default=True, type=click.IntRange(min=1))
 @click.option("--reuse-mb", default=_SEARCH.reuse_mb, show_default=True, type=click.IntRange(min=0),
@@ -448,8 +449,8 @@ def profile(model: str, backend: str, output: str | None, force: bool, repeat: i
 @_friendly
 def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float | None, taps: tuple[str, ...],
            budget_ms: float | None, variants: str, backend: str | None, profile_path: str | None, force: bool,
-           quantize: str | None, calib_images: int, validation_images: int, held_out_images: int, beam: int, max_evaluations: int,
-           reuse_mb: int, report: str | None, transfer_steps: int, distill_steps: int, train_shapes: str | None,
+           quantize: str | None, calib_images: int, validation_images: int, held_out_images: int, beam: int,
+           max_evaluations: int, reuse_mb: int, report: str | None, transfer_steps: int, distill_steps: int, train_shapes: str | None,
            device: str, verbose: bool, output: str) -> None:
     """Search a per-site attention layout for MODEL (.onnx or .pt2) that keeps its output (PTAS)."""
     from pathlib import Path
@@ -462,9 +463,9 @@ def search(model: str, calib: str, input_shapes: str | None, min_fidelity: float
         min_fidelity=min_fidelity, budget_ms=budget_ms, taps=taps,
         variants=tuple(v for v in variants.split(",") if v.strip()) if variants is not None else None, backend=backend,
         profile=profile_path, force_profile=force, quantize=quantize, max_calibration=calib_images,
-        validation=validation_images, max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations, reuse_mb=reuse_mb,
-        transfer_steps=transfer_steps, distill_steps=distill_steps, train_shapes=train_shapes, device=device,
-        verbose=verbose)
+        validation=validation_images, max_held_out=held_out_images, beam=beam, max_evaluations=max_evaluations,
+        reuse_mb=reuse_mb, transfer_steps=transfer_steps, distill_steps=distill_steps, train_shapes=train_shapes,
+        device=device, verbose=verbose)
     outcome = run_search(model, calib, settings, input_shapes=input_shapes, output=output, report=report)
     r = outcome.result
     click.echo(("" if r.reached else "warning: ") + r.message)
