@@ -33,7 +33,9 @@ _CHOICE_HELP = ("full, window:<size> (e.g. window:14), window:<size>+pool:<cell>
                 "window:<size>+pool:<cell>+route:<cells>+group:<g> (cells ranked per g x g block of queries, g "
                 "dividing the window, e.g. window:15+pool:4+route:8+group:5), "
                 "window:<size>+pool:<cell>[+route:<cells>]+global:<tokens> (every window also reads the tokens per "
-                "head that the image's mean query favours most, e.g. window:15+pool:4+global:256), any window "
+                "head that the image's mean query favours most, e.g. window:15+pool:4+global:256), "
+                "window:<size>+cluster:<count> (far tokens read through <count> content clusters of the keys, "
+                "e.g. window:15+cluster:256), any window "
                 "choice +full:<h>.<h>... (those heads full attention, e.g. window:15+pool:4+route:32+full:1.2.5), "
                 "any window choice +learned or +learned:<rank> (a per-head temperature and a rank-<rank> update of q "
                 f"and k, learned by attention transfer; +learned is rank {LEARNED_RANK}, +learned:0 the temperature "
@@ -56,6 +58,7 @@ class Choice:
     route: int | None = None  # pooled window only: also read each window's top ``route`` cells token by token
     global_tokens: int | None = None  # pooled window only: every window also reads these many global tokens
     group: int | None = None  # routed only: cells ranked per group x group block of queries (None: per window)
+    cluster: int | None = None  # window only, instead of pool: far tokens read through this many key clusters
     full_heads: tuple[int, ...] | None = None  # window only: these heads run full attention instead
     learned: int | None = None  # window only: rank of the learned q/k correction (attention/learned_qk.py)
 
@@ -67,6 +70,7 @@ class Choice:
     def __str__(self) -> str:
         if self.kind == "window":
             return (f"window:{self.window}" + (f"+pool:{self.pool}" if self.pool else "")
+                    + (f"+cluster:{self.cluster}" if self.cluster else "")
                     + (f"+route:{self.route}" if self.route else "")
                     + (f"+group:{self.group}" if self.group else "")
                     + (f"+global:{self.global_tokens}" if self.global_tokens else "")
@@ -85,21 +89,23 @@ def parse_choice(text: str) -> Choice:
     t = text.strip().lower()
     if t == "full":
         return FULL
-    m = re.fullmatch(r"window:(\d+)(?:\+pool:(\d+)(?:\+route:(\d+)(?:\+group:(\d+))?)?(?:\+global:(\d+))?)?"
-                     r"(?:\+full:(\d+(?:\.\d+)*))?(\+learned(?::(\d+))?)?", t)
+    m = re.fullmatch(r"window:(?P<size>\d+)(?:\+pool:(?P<pool>\d+)(?:\+route:(?P<route>\d+)(?:\+group:(?P<group>\d+))?)?"
+                     r"(?:\+global:(?P<tokens>\d+))?|\+cluster:(?P<cluster>\d+))?"
+                     r"(?:\+full:(?P<heads>\d+(?:\.\d+)*))?(?P<learned>\+learned(?::(?P<rank>\d+))?)?", t)
     if m:
-        size, pool, route, group, tokens = (int(g) if g else None for g in m.groups()[:5])
-        heads = tuple(sorted(int(h) for h in m.group(6).split("."))) if m.group(6) else None
+        size, pool, route, group, tokens, cluster = (int(m[g]) if m[g] else None
+                                                     for g in ("size", "pool", "route", "group", "tokens", "cluster"))
+        heads = tuple(sorted(int(h) for h in m["heads"].split("."))) if m["heads"] else None
         if heads and len(set(heads)) != len(heads):
             raise UsageError(f"{text!r} names a head twice in +full:")
-        if any(n is not None and n < 1 for n in (size, pool, route, group, tokens)):
-            raise UsageError(f"window, pool, route, group and global sizes must be at least 1, got {text!r}")
+        if any(n is not None and n < 1 for n in (size, pool, route, group, tokens, cluster)):
+            raise UsageError(f"window, pool, route, group, global and cluster sizes must be at least 1, got {text!r}")
         if group is not None and size % group:
             raise UsageError(f"{text!r}: the route group {group} must divide the window {size} "
                              f"(e.g. window:15 with group:5 or group:3)")
-        learned = (int(m.group(8)) if m.group(8) else LEARNED_RANK) if m.group(7) else None
+        learned = (int(m["rank"]) if m["rank"] else LEARNED_RANK) if m["learned"] else None
         return Choice("window", window=size, pool=pool, route=route, global_tokens=tokens,
-                      group=None if group == size else group, full_heads=heads, learned=learned)
+                      group=None if group == size else group, full_heads=heads, learned=learned, cluster=cluster)
     m = re.fullmatch(r"linear:(\w+)", t)
     if m and m.group(1) in LINEAR_VARIANTS:
         return Choice("linear", variant=m.group(1))

@@ -19,6 +19,7 @@ def test_inline_forms():
 @pytest.mark.parametrize("text,message", [
     ("", "empty layout"), ("window:0", "at least 1"), ("window:7+pool:4+route:0", "at least 1"),
     ("window:7+pool:4+global:0", "at least 1"), ("window:7+global:8", "unknown attention choice"),
+    ("window:7+cluster:0", "at least 1"), ("window:7+pool:4+cluster:8", "unknown attention choice"),
     ("window:15+pool:4+route:8+group:4", "must divide the window 15"), ("window:15+pool:4+group:5", "unknown"),
     ("window:7+route:2", "unknown attention choice"), ("window", "unknown attention choice"),
     ("window:7+learned:x", "unknown attention choice"), ("linear:relu+learned", "unknown attention choice"),
@@ -75,12 +76,14 @@ def test_choice_strings_round_trip():
     for text in ["full", "window:7", "window:7+pool:4", "window:15+pool:4+route:8", "window:15+pool:4+global:256",
                  "window:15+pool:4+route:8+global:64", "window:15+pool:4+route:8+group:5",
                  "window:15+pool:4+route:8+group:3+global:128", "linear:relu", "linear:jetvit", "linear:hedgehog",
-                 "window:19+learned", "window:19+pool:4+learned:0", "window:15+pool:4+route:8+full:1.2+learned:4"]:
+                 "window:19+learned", "window:19+pool:4+learned:0", "window:15+cluster:256",
+                 "window:15+cluster:64+full:0.2+learned", "window:15+pool:4+route:8+full:1.2+learned:4"]:
         assert str(parse_choice(text)) == text
         assert parse_choice(str(parse_choice(text))) == parse_choice(text)
     assert parse_choice("window:7") == Choice("window", window=7)
     assert parse_choice("window:15+pool:4+route:8") == Choice("window", window=15, pool=4, route=8)
     assert parse_choice("window:15+pool:4+global:64") == Choice("window", window=15, pool=4, global_tokens=64)
+    assert parse_choice("window:15+cluster:256") == Choice("window", window=15, cluster=256)
 
 
 @pytest.mark.parametrize("content,message", [

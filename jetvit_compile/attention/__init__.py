@@ -17,6 +17,7 @@ from .jetvit import DynamicDepthwiseConv, JetViTAttention
 from .learned_qk import LearnedQKAttention
 from .linear import ReLULinearAttention, relu_linear_attention
 from .window import WindowAttention, window_attention
+from .window_clustered import ClusteredWindowAttention, clustered_window_attention
 from .window_pooled import PooledWindowAttention, pooled_window_attention
 from .window_routed import RoutedWindowAttention, routed_window_attention
 
@@ -25,7 +26,7 @@ __all__ = [
     "PooledWindowAttention", "RoutedWindowAttention", "HeadSplitAttention", "full_attention", "window_attention",
     "pooled_window_attention", "routed_window_attention",
     "relu_linear_attention", "build_attention", "HedgehogAttention", "HedgehogFeatureMap", "feature_linear_attention",
-    "LearnedQKAttention",
+    "LearnedQKAttention", "ClusteredWindowAttention", "clustered_window_attention",
 ]
 
 
@@ -45,6 +46,8 @@ def build_attention(choice: Choice, site: AttentionSite, params: dict[str, torch
     elif choice.kind == "window" and (choice.route or choice.global_tokens):
         module = RoutedWindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window, choice.pool,
                                        choice.route or 0, choice.global_tokens or 0, choice.group)
+    elif choice.kind == "window" and choice.cluster:
+        module = ClusteredWindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window, choice.cluster)
     elif choice.kind == "window" and choice.pool:
         module = PooledWindowAttention(site.scale, site.grid, site.num_prefix_tokens, choice.window, choice.pool)
     elif choice.kind == "window":

