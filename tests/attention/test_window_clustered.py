@@ -8,8 +8,9 @@ from jetvit_compile.attention import clustered_window_attention, pooled_window_a
 from jetvit_compile.attention.window_clustered import cluster_keys, cluster_seeds
 
 
-def _slow_reference(q, k, v, scale, grid, prefix, window, clusters, iterations):
-    """Token by token, with the clustering done by plain Lloyd steps from the same seeds: a patch query sees
+def _slow_reference(q, k, v, scale, grid, prefix, window, clusters, iterations, sample):
+    """Token by token, with the clustering done by plain Lloyd steps from the same seeds on every
+    ``sample``-th patch key, then every key to its nearest centroid: a patch query sees
     the prefix keys, its window's tokens, and each cluster's tokens outside its window as their mean key
     and value with +log(their count); prefix queries see every token."""
     b, h, n, d = q.shape
@@ -21,14 +22,13 @@ def _slow_reference(q, k, v, scale, grid, prefix, window, clusters, iterations):
     for bi in range(b):
         for hi in range(h):
             keys = k[bi, hi, prefix:]
-            centroids = keys[seeds].clone()
-            for step in range(iterations + 1):
-                label = torch.cdist(keys.double(), centroids.double()).argmin(1)
-                if step == iterations:
-                    break
+            centroids, sampled = keys[seeds].clone(), keys[::sample]
+            for _ in range(iterations):
+                label = torch.cdist(sampled.double(), centroids.double()).argmin(1)
                 for c in range(len(seeds)):
                     if (label == c).any():
-                        centroids[c] = keys[label == c].mean(0)
+                        centroids[c] = sampled[label == c].mean(0)
+            label = torch.cdist(keys.double(), centroids.double()).argmin(1)
             for i in range(gh * gw):
                 same = (rows // window == rows[i] // window) & (cols // window == cols[i] // window)
                 far_keys, far_vals, bias = [], [], []
@@ -46,16 +46,18 @@ def _slow_reference(q, k, v, scale, grid, prefix, window, clusters, iterations):
     return out
 
 
-@pytest.mark.parametrize("grid,prefix,window,clusters,iterations", [
-    ((8, 8), 1, 4, 6, 1),
-    ((7, 10), 5, 3, 9, 2),  # padding, a non-square grid
-    ((9, 9), 0, 4, 4, 0),  # seeds only
+@pytest.mark.parametrize("grid,prefix,window,clusters,iterations,sample", [
+    ((8, 8), 1, 4, 6, 1, 1),
+    ((7, 10), 5, 3, 9, 2, 3),  # padding, a non-square grid, steps on every third key
+    ((9, 9), 0, 4, 4, 0, 4),  # seeds only
+    ((8, 8), 1, 4, 6, 3, 4),  # the defaults' steps
 ])
-def test_clustered_window_attention_matches_the_token_by_token_reference(grid, prefix, window, clusters, iterations):
+def test_clustered_window_attention_matches_the_token_by_token_reference(grid, prefix, window, clusters, iterations,
+                                                                         sample):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 2, prefix + grid[0] * grid[1], 4, generator=g) for _ in range(3))
-    got = clustered_window_attention(q, k, v, 0.5, grid, prefix, window, clusters, iterations)
-    want = _slow_reference(q, k, v, 0.5, grid, prefix, window, clusters, iterations)
+    got = clustered_window_attention(q, k, v, 0.5, grid, prefix, window, clusters, iterations, sample)
+    want = _slow_reference(q, k, v, 0.5, grid, prefix, window, clusters, iterations, sample)
     assert (got - want).abs().max().item() < 1e-5
 
 
@@ -79,7 +81,7 @@ def test_seeds_spread_over_the_grid():
 
 def test_a_token_joins_its_nearest_centroid():
     keys = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.2, 4.9]]).reshape(1, 1, 4, 2)
-    onehot = cluster_keys(keys, (2, 2), 2, iterations=1)
+    onehot = cluster_keys(keys, (2, 2), 2, iterations=1, sample=1)
     assert onehot[0, 0].argmax(-1).tolist() in ([0, 0, 1, 1], [1, 1, 0, 0])
     assert onehot.sum(-1).eq(1).all()
 
