@@ -64,7 +64,10 @@ def test_tiling_window_pads_least(grid, window):
 
 
 def test_default_ladder_uses_the_tiling_window():
-    assert default_variants((74, 74)) == ["window:15+pool:4", "window:15+pool:4+route:8",
-                                          "window:15+pool:4+route:8+global:128", "window:15+pool:4+route:32+global:128",
+    assert default_variants((74, 74)) == ["window:15+pool:4", "window:15+cluster:128", "window:15+cluster:256",
+                                          "window:15+pool:4+route:32+global:128", "full"]
+    # fewer pooled cells than clusters (518 px: 100 cells): routed cells and global tokens instead
+    assert default_variants((37, 37)) == ["window:19+pool:4", "window:19+pool:4+route:8",
+                                          "window:19+pool:4+route:8+global:128", "window:19+pool:4+route:32+global:128",
                                           "full"]
     assert default_variants(None)[0] == "window:14+pool:4"  # no grid known: the usual window

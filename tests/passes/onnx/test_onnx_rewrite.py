@@ -118,6 +118,16 @@ def test_verify_catches_a_block_that_is_not_the_reference(rewritten, feed):
         verify(model, wrong, feed)
 
 
+def test_verify_holds_clustered_blocks_to_their_whole_output_error(rewritten, feed):
+    """A clustered block passes on its relative L2 error (an ArgMax may pick another centroid by rounding), but a
+    block that is not the reference still fails: window:7+cluster:12 checked against cluster:6 maths."""
+    model, _, spliced = rewritten("window:7+cluster:12;full@5")
+    assert max(verify(model, spliced, feed)) <= 1e-3
+    wrong = [Spliced(s.site, parse_choice("window:7+cluster:6"), s.inputs, s.k_transposed, s.output) for s in spliced[:1]]
+    with pytest.raises(VerificationError, match=r"site 0 \(window:7\+cluster:6\): relative L2"):
+        verify(model, wrong, feed)
+
+
 def _jetvit_params(site, seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     block = build_attention(parse_choice("linear:jetvit"), site)
