@@ -89,7 +89,8 @@ def parse_choice(text: str) -> Choice:
     t = text.strip().lower()
     if t == "full":
         return FULL
-    m = re.fullmatch(r"window:(?P<size>\d+)(?:\+pool:(?P<pool>\d+)(?:\+route:(?P<route>\d+)(?:\+group:(?P<group>\d+))?)?"
+    m = re.fullmatch(r"window:(?P<size>\d+)"
+                     r"(?:\+pool:(?P<pool>\d+)(?:\+route:(?P<route>\d+)(?:\+group:(?P<group>\d+))?)?"
                      r"(?:\+global:(?P<tokens>\d+))?|\+cluster:(?P<cluster>\d+))?"
                      r"(?:\+full:(?P<heads>\d+(?:\.\d+)*))?(?P<learned>\+learned(?::(?P<rank>\d+))?)?", t)
     if m:

@@ -41,8 +41,8 @@ DEFAULT_RUNGS = ("", "+route:8", "+route:8+global:128", "+route:32+global:128") 
 DEFAULT_RUNG_SIZES = ((0, 0), (8, 0), (8, 128), (32, 128))  # (routed cells, global tokens) each rung reads
 # On a grid with room for them (no more clusters than pooled cells), the far field read through key clusters
 # takes the place of the two middle rungs: at 1036 px, everywhere on 24 held-out photos, cluster:128 kept
-# 0.963 at 1.77x over the compiled original against 0.952 (route:8) and 0.970 at 1.59x (route:8+global:128),
-# and cluster:256 0.972 (docs/results.md, 2026-12-04).
+# 0.963 at 1.77x over the compiled original against 0.952 (route:8, search_1036.md) and 0.970 at 1.59x
+# (route:8+global:128), and cluster:256 0.972 (docs/results.md, 2026-12-04).
 CLUSTER_RUNGS = (128, 256)
 
 

@@ -123,7 +123,8 @@ def test_verify_holds_clustered_blocks_to_their_whole_output_error(rewritten, fe
     block that is not the reference still fails: window:7+cluster:12 checked against cluster:6 maths."""
     model, _, spliced = rewritten("window:7+cluster:12;full@5")
     assert max(verify(model, spliced, feed)) <= 1e-3
-    wrong = [Spliced(s.site, parse_choice("window:7+cluster:6"), s.inputs, s.k_transposed, s.output) for s in spliced[:1]]
+    other = parse_choice("window:7+cluster:6")
+    wrong = [Spliced(s.site, other, s.inputs, s.k_transposed, s.output) for s in spliced[:1]]
     with pytest.raises(VerificationError, match=r"site 0 \(window:7\+cluster:6\): relative L2"):
         verify(model, wrong, feed)
 
